@@ -1,0 +1,24 @@
+# The two commands of the README. Both install what is missing first (scripts/setup).
+CARGO ?= cargo
+
+.PHONY: demo test setup lint unit doc
+
+## Runs the demo: an in-process server and two clients, alice calling bob.
+demo: setup
+	$(CARGO) run --quiet -p dialtone-cli --bin dialtone -- demo
+
+## Runs the whole test suite: format, lints, docs, unit, integration and doc tests.
+test: setup lint doc unit
+
+setup:
+	@bash scripts/setup
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+unit:
+	$(CARGO) test --workspace

@@ -1,0 +1,42 @@
+//! `dialtone demo` (what `make demo` runs) is run as a separate process and must show
+//! the whole call and exit 0.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::process::Command;
+
+#[test]
+fn the_demo_shows_the_whole_call_and_exits_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dialtone")).arg("demo").output().expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "[alice] ringing (call SID CA",
+        "[bob  ] invite: from client:alice to bob, call SID CA",
+        "[bob  ]   custom parameter caller_first_name = alice",
+        "[bob  ]   custom parameter caller_last_name = smith",
+        "[alice] connected, codec opus",
+        "[bob  ] connected, codec opus",
+        r#"[bob  ] message received (application/json): {"greeting":"hello bob"}"#,
+        r#"[alice] message received (application/json): {"greeting":"hello alice"}"#,
+        "[alice] on hold (muted: false, on hold: true)",
+        "[bob  ] disconnected (normal hang-up)",
+        "[alice] disconnected (normal hang-up)",
+        "connection/accepted-by-local",
+        "settings/codec",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
+
+#[test]
+fn an_unknown_command_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dialtone")).arg("fly").output().expect("the binary runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
+}

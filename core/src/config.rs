@@ -1,0 +1,628 @@
+//! Configuration, loaded with figment from four layers. Later layers win:
+//!
+//! 1. the defaults of this module (what `Config::default()` gives, and what
+//!    `dialtone.example.toml` at the repository root writes out with comments);
+//! 2. a TOML file: the one given to [`ConfigLoader::file`], else the file named by
+//!    `DIALTONE_CONFIG`, else `./dialtone.toml` if it exists;
+//! 3. environment variables `DIALTONE_<SECTION>__<KEY>` (two underscores between the
+//!    section and the key), for example `DIALTONE_MEDIA__JITTER_BUFFER_MIN_DELAY_MS=40`
+//!    or `DIALTONE_CODECS__PREFERRED='["PCMU","opus"]'`; variables without `__`
+//!    (`DIALTONE_HOME`, `DIALTONE_CONFIG`) are not configuration keys;
+//! 4. values set in code with [`ConfigLoader::set`], for example
+//!    `.set("audio.backend", "file")`.
+//!
+//! Unknown keys are refused (a typo is an error, not a silent default), and every
+//! error names its key, where the value came from and what was expected.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::options::{IceServer, IceTransportPolicy};
+
+/// A configuration error: the key, where its value came from, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration key `{key}`{}: {message}", source_text(.source_name))]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The dotted key, for example `media.jitter_buffer_max_packets` (empty when the
+    /// problem is not one key's, such as an unreadable file).
+    pub key: String,
+    /// Where the value came from (a file, an environment variable, code), when known.
+    pub source_name: Option<String>,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+fn source_text(s: &Option<String>) -> String {
+    s.as_ref().map(|s| format!(" (from {s})")).unwrap_or_default()
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError { key: key.to_owned(), source_name: None, message: message.into() }
+    }
+
+    fn from_figment(e: figment::Error) -> Self {
+        let key = e.path.join(".");
+        let source_name = e.metadata.as_ref().map(|m| match &m.source {
+            Some(figment::Source::File(p)) => p.display().to_string(),
+            _ if m.name.contains("environment") => {
+                format!("environment variable DIALTONE_{}", e.path.join("__").to_ascii_uppercase())
+            }
+            _ => m.name.to_string(),
+        });
+        ConfigError { key, source_name, message: e.kind.to_string() }
+    }
+}
+
+impl From<ConfigError> for crate::VoiceError {
+    fn from(e: ConfigError) -> Self {
+        crate::VoiceError::new(crate::ErrorCode::UnknownError, e.to_string())
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// How a client reaches its server.
+    pub client: ClientConfig,
+    /// The media engine.
+    pub media: MediaConfig,
+    /// Codec choice and settings.
+    pub codecs: CodecsConfig,
+    /// The audio device.
+    pub audio: AudioConfig,
+    /// Plugins to load: `[[plugins]] path = "…"` or `[[plugins]] dir = "…"`.
+    pub plugins: Vec<PluginConfig>,
+    /// The embedded server.
+    pub server: ServerConfig,
+    /// Insights publishing.
+    pub insights: InsightsConfig,
+}
+
+/// `[client]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The signaling server: `ws://`, `wss://`, `sip:` or `sips:` URL.
+    pub server: String,
+    /// The transport's registry name; by default the URL's scheme chooses.
+    pub transport: Option<String>,
+    /// A PEM file of extra CA certificates (a development server's CA file).
+    pub tls_ca_file: Option<PathBuf>,
+    /// The SHA-256 (hex) of the one server certificate to accept.
+    pub tls_pinned_cert_sha256: Option<String>,
+    /// Seconds a registration lasts; it is refreshed before it expires.
+    pub register_expires_secs: u32,
+    /// Seconds to keep trying to reconnect during a call before giving up with 53001.
+    pub reconnect_timeout_secs: u32,
+    /// The largest SIP message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server: "ws://127.0.0.1:5066".to_owned(),
+            transport: None,
+            tls_ca_file: None,
+            tls_pinned_cert_sha256: None,
+            register_expires_secs: 600,
+            reconnect_timeout_secs: 30,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How SRTP is used by the RTP engine.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SrtpPolicy {
+    /// Offer `RTP/SAVP` only; refuse plain RTP.
+    #[default]
+    Required,
+    /// Offer SRTP, accept plain RTP from peers that cannot.
+    Optional,
+    /// Plain RTP only.
+    Off,
+}
+
+/// `[media]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MediaConfig {
+    /// The media engine's registry name (`rtp`, `webrtc`).
+    pub engine: String,
+    /// SRTP use by the RTP engine.
+    pub srtp: SrtpPolicy,
+    /// The lowest and highest UDP port for RTP; empty lets the OS choose.
+    pub rtp_ports: Vec<u16>,
+    /// The least delay the jitter buffer keeps, in milliseconds.
+    pub jitter_buffer_min_delay_ms: u32,
+    /// The most packets the jitter buffer holds.
+    pub jitter_buffer_max_packets: u32,
+    /// Whether media packets are marked DSCP EF.
+    pub enable_dscp: bool,
+    /// STUN/TURN servers (WebRTC).
+    pub ice_servers: Vec<IceServer>,
+    /// `all` or `relay` (WebRTC).
+    pub ice_transport_policy: IceTransportPolicy,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            engine: "rtp".to_owned(),
+            srtp: SrtpPolicy::Required,
+            rtp_ports: Vec::new(),
+            jitter_buffer_min_delay_ms: 0,
+            jitter_buffer_max_packets: 50,
+            enable_dscp: true,
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+        }
+    }
+}
+
+/// `[codecs]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CodecsConfig {
+    /// Codec names in order of preference (registry names, case-insensitive).
+    pub preferred: Vec<String>,
+    /// Opus max average bitrate in bit/s (6000-510000); unset leaves libopus's default.
+    pub opus_max_average_bitrate: Option<u32>,
+    /// Opus encoder complexity, 0-10.
+    pub opus_complexity: u8,
+    /// Opus in-band FEC, driven by the measured loss.
+    pub opus_fec: bool,
+    /// Opus discontinuous transmission.
+    pub opus_dtx: bool,
+}
+
+impl Default for CodecsConfig {
+    fn default() -> Self {
+        CodecsConfig {
+            preferred: vec!["opus".to_owned(), "PCMU".to_owned()],
+            opus_max_average_bitrate: None,
+            opus_complexity: 9,
+            opus_fec: true,
+            opus_dtx: false,
+        }
+    }
+}
+
+/// `[audio]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AudioConfig {
+    /// The audio backend's registry name (`cpal`, `file`, `synthetic`).
+    pub backend: String,
+    /// The capture device's name; unset is the default device.
+    pub input_device: Option<String>,
+    /// The playback device's name; unset is the default device.
+    pub output_device: Option<String>,
+    /// The device sample rate in Hz, 8000-48000.
+    pub sample_rate: u32,
+    /// 1 or 2.
+    pub channels: u8,
+    /// 10 or 20.
+    pub frame_ms: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            backend: "cpal".to_owned(),
+            input_device: None,
+            output_device: None,
+            sample_rate: 48_000,
+            channels: 1,
+            frame_ms: 20,
+        }
+    }
+}
+
+/// One `[[plugins]]` entry: a library file or a directory of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PluginConfig {
+    /// A plugin library (`.so`, `.dylib`, `.dll`).
+    pub path: Option<PathBuf>,
+    /// A directory whose plugin libraries are all loaded.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The address every listener binds (127.0.0.1 unless exposing more is chosen).
+    pub bind: IpAddr,
+    /// SIP over UDP (0 picks a free port).
+    pub sip_udp_port: u16,
+    /// SIP over TCP.
+    pub sip_tcp_port: u16,
+    /// SIP over TLS.
+    pub sip_tls_port: u16,
+    /// SIP over WebSocket.
+    pub ws_port: u16,
+    /// SIP over secure WebSocket.
+    pub wss_port: u16,
+    /// The HTTP (REST) API.
+    pub http_port: u16,
+    /// Where the store, keys and the development CA live; unset is `DIALTONE_HOME`,
+    /// else the platform's data directory.
+    pub data_dir: Option<PathBuf>,
+    /// The store's URL; unset is a SQLite file in the data directory.
+    pub database_url: Option<String>,
+    /// The TLS certificate chain (PEM); unset generates a development certificate.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The account SID; unset creates a development account on first start.
+    pub account_sid: Option<String>,
+    /// The account's auth token for the REST API.
+    pub auth_token: Option<String>,
+    /// The API key SID that signs access tokens.
+    pub api_key_sid: Option<String>,
+    /// The API key secret.
+    pub api_key_secret: Option<String>,
+    /// Source address ranges trusted to send SIP without a token (trunks).
+    pub trusted_networks: Vec<String>,
+    /// Seconds a callee rings before the call fails with 31408 (SIP 408 Request Timeout).
+    pub ring_timeout_secs: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            sip_udp_port: 5060,
+            sip_tcp_port: 5060,
+            sip_tls_port: 5061,
+            ws_port: 5066,
+            wss_port: 7443,
+            http_port: 8080,
+            data_dir: None,
+            database_url: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            account_sid: None,
+            auth_token: None,
+            api_key_sid: None,
+            api_key_secret: None,
+            trusted_networks: vec!["127.0.0.0/8".to_owned()],
+            ring_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[insights]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct InsightsConfig {
+    /// Whether insights events are published.
+    pub enabled: bool,
+    /// The sink's registry name (`log` is built in).
+    pub sink: String,
+    /// Where an HTTP sink posts events.
+    pub url: Option<String>,
+}
+
+impl Default for InsightsConfig {
+    fn default() -> Self {
+        InsightsConfig { enabled: true, sink: "log".to_owned(), url: None }
+    }
+}
+
+impl Config {
+    /// Loads with the default layers: file, environment, no values in code.
+    pub fn load() -> Result<Config, ConfigError> {
+        ConfigLoader::new().load()
+    }
+
+    /// Checks the values serde cannot: ranges, choices and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: &str, m: String| Err(ConfigError::invalid(k, m));
+        let s = &self.client.server;
+        let scheme_ok = ["ws://", "wss://", "sip:", "sips:"].iter().any(|p| s.starts_with(p));
+        if !scheme_ok || s.len() < 6 {
+            return err("client.server", format!("{s:?} is not a ws://, wss://, sip: or sips: URL"));
+        }
+        if self.media.engine.is_empty() {
+            return err("media.engine", "expected a media engine name".into());
+        }
+        match self.media.rtp_ports[..] {
+            [] => {}
+            [lo, hi] if lo > 0 && lo <= hi => {}
+            _ => {
+                return err(
+                    "media.rtp_ports",
+                    format!(
+                        "{:?}; expected [lowest, highest] with 0 < lowest <= highest",
+                        self.media.rtp_ports
+                    ),
+                )
+            }
+        }
+        if self.media.jitter_buffer_max_packets == 0 {
+            return err("media.jitter_buffer_max_packets", "0; expected at least 1".into());
+        }
+        if self.codecs.preferred.is_empty() {
+            return err("codecs.preferred", "an empty list; expected at least one codec name".into());
+        }
+        if let Some(b) = self.codecs.opus_max_average_bitrate {
+            if !(6_000..=510_000).contains(&b) {
+                return err("codecs.opus_max_average_bitrate", format!("{b}; expected 6000 to 510000 bit/s"));
+            }
+        }
+        if self.codecs.opus_complexity > 10 {
+            return err(
+                "codecs.opus_complexity",
+                format!("{}; expected 0 to 10", self.codecs.opus_complexity),
+            );
+        }
+        if let Err(e) =
+            crate::parts::AudioFormat::new(self.audio.sample_rate, self.audio.channels, self.audio.frame_ms)
+        {
+            let key = if !(8_000..=48_000).contains(&self.audio.sample_rate) {
+                "audio.sample_rate"
+            } else if !(1..=2).contains(&self.audio.channels) {
+                "audio.channels"
+            } else {
+                "audio.frame_ms"
+            };
+            return err(key, e.message().to_owned());
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            if p.path.is_some() == p.dir.is_some() {
+                return err(&format!("plugins[{i}]"), "expected exactly one of path or dir".into());
+            }
+        }
+        for (i, net) in self.server.trusted_networks.iter().enumerate() {
+            let ok = net
+                .split_once('/')
+                .and_then(|(ip, len)| Some((ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?)))
+                .is_some_and(|(ip, len)| len <= if ip.is_ipv4() { 32 } else { 128 });
+            if !ok {
+                return err(
+                    &format!("server.trusted_networks[{i}]"),
+                    format!("{net:?}; expected an address range like 127.0.0.0/8"),
+                );
+            }
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return err("server.tls_key_file", "tls_cert_file and tls_key_file go together".into());
+        }
+        if self.insights.sink.is_empty() {
+            return err("insights.sink", "expected an insights sink name".into());
+        }
+        Ok(())
+    }
+}
+
+/// Loads a [`Config`] from its layers (see the module docs for the order).
+///
+/// ```
+/// use dialtone_core::ConfigLoader;
+/// let config = ConfigLoader::new()
+///     .no_file()
+///     .no_env()
+///     .set("media.jitter_buffer_min_delay_ms", 40)
+///     .set("codecs.preferred", ["PCMU"])
+///     .load()
+///     .unwrap();
+/// assert_eq!(config.media.jitter_buffer_min_delay_ms, 40);
+/// assert_eq!(config.codecs.preferred, ["PCMU"]);
+///
+/// let err = ConfigLoader::new().no_file().no_env().set("audio.channels", 3).load().unwrap_err();
+/// assert_eq!(err.key, "audio.channels");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConfigLoader {
+    file: FileChoice,
+    env: bool,
+    overrides: Vec<(String, figment::value::Value)>,
+}
+
+#[derive(Debug, Clone)]
+enum FileChoice {
+    Default,
+    Given(PathBuf),
+    None,
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigLoader {
+    /// The default layers: `DIALTONE_CONFIG` or `./dialtone.toml`, and the environment.
+    pub fn new() -> Self {
+        ConfigLoader { file: FileChoice::Default, env: true, overrides: Vec::new() }
+    }
+
+    /// Reads this file (it must exist) instead of the default one.
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.file = FileChoice::Given(path.as_ref().to_owned());
+        self
+    }
+
+    /// Reads no file.
+    pub fn no_file(mut self) -> Self {
+        self.file = FileChoice::None;
+        self
+    }
+
+    /// Ignores `DIALTONE_*` variables.
+    pub fn no_env(mut self) -> Self {
+        self.env = false;
+        self
+    }
+
+    /// Sets a value in code, the strongest layer. `key` is dotted (`audio.backend`).
+    /// A value that cannot be represented is reported by [`load`](Self::load).
+    pub fn set(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = figment::value::Value::serialize(value)
+            .unwrap_or_else(|e| figment::value::Value::from(format!("<unserializable: {e}>")));
+        self.overrides.push((key.to_owned(), value));
+        self
+    }
+
+    /// The figment the layers make, for callers that extract their own sections.
+    pub fn figment(&self) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let file = match &self.file {
+            FileChoice::Given(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError {
+                        key: String::new(),
+                        source_name: Some(p.display().to_string()),
+                        message: "the configuration file does not exist".into(),
+                    });
+                }
+                Some(p.clone())
+            }
+            FileChoice::Default => match std::env::var_os("DIALTONE_CONFIG") {
+                Some(p) => {
+                    let p = PathBuf::from(p);
+                    if !p.is_file() {
+                        return Err(ConfigError {
+                            key: String::new(),
+                            source_name: Some(format!("DIALTONE_CONFIG={}", p.display())),
+                            message: "the configuration file does not exist".into(),
+                        });
+                    }
+                    Some(p)
+                }
+                None => Some(PathBuf::from("dialtone.toml")).filter(|p| p.is_file()),
+            },
+            FileChoice::None => None,
+        };
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        if self.env {
+            fig = fig.merge(Env::prefixed("DIALTONE_").filter(|k| k.as_str().contains("__")).split("__"));
+        }
+        for (key, value) in &self.overrides {
+            fig = fig.merge(Serialized::default(key, value.clone()));
+        }
+        Ok(fig)
+    }
+
+    /// Loads and validates.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let config: Config = self.figment()?.extract().map_err(ConfigError::from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let c = ConfigLoader::new().no_file().no_env().load().unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_code() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "dialtone.toml",
+                "[media]\njitter_buffer_min_delay_ms = 10\njitter_buffer_max_packets = 20\nengine = \"webrtc\"\n",
+            )?;
+            jail.set_env("DIALTONE_MEDIA__JITTER_BUFFER_MIN_DELAY_MS", "30");
+            jail.set_env("DIALTONE_MEDIA__JITTER_BUFFER_MAX_PACKETS", "40");
+            jail.set_env("DIALTONE_HOME", "/somewhere");
+            let c = ConfigLoader::new().set("media.jitter_buffer_max_packets", 60).load().expect("loads");
+            assert_eq!(c.media.engine, "webrtc", "file over default");
+            assert_eq!(c.media.jitter_buffer_min_delay_ms, 30, "env over file");
+            assert_eq!(c.media.jitter_buffer_max_packets, 60, "code over env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_lists_and_dialtone_config() {
+        Jail::expect_with(|jail| {
+            jail.create_file("other.toml", "[audio]\nbackend = \"file\"\n")?;
+            jail.set_env("DIALTONE_CONFIG", "other.toml");
+            jail.set_env("DIALTONE_CODECS__PREFERRED", "[\"PCMU\", \"opus\"]");
+            let c = ConfigLoader::new().load().expect("loads");
+            assert_eq!(c.audio.backend, "file");
+            assert_eq!(c.codecs.preferred, ["PCMU", "opus"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.create_file("dialtone.toml", "[media]\njitter_buffer_max_packets = \"lots\"\n")?;
+            let e = ConfigLoader::new().no_env().load().unwrap_err();
+            assert_eq!(e.key, "media.jitter_buffer_max_packets");
+            assert!(e.source_name.as_deref().unwrap_or("").ends_with("dialtone.toml"), "{e}");
+            assert!(e.message.contains("u32"), "{e}");
+
+            jail.create_file("dialtone.toml", "[media]\njiter = 3\n")?;
+            let e = ConfigLoader::new().no_env().load().unwrap_err();
+            assert!(e.message.contains("unknown field") && e.message.contains("jiter"), "{e}");
+
+            jail.create_file("dialtone.toml", "")?;
+            jail.set_env("DIALTONE_AUDIO__SAMPLE_RATE", "loud");
+            let e = ConfigLoader::new().load().unwrap_err();
+            assert_eq!(e.key, "audio.sample_rate");
+            assert!(e.to_string().contains("DIALTONE_AUDIO__SAMPLE_RATE"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases: &[(&str, serde_json::Value, &str)] = &[
+            ("client.server", "http://x".into(), "client.server"),
+            ("audio.sample_rate", 96_000.into(), "audio.sample_rate"),
+            ("audio.frame_ms", 30.into(), "audio.frame_ms"),
+            ("codecs.preferred", serde_json::json!([]), "codecs.preferred"),
+            ("codecs.opus_max_average_bitrate", 1000.into(), "codecs.opus_max_average_bitrate"),
+            ("media.rtp_ports", serde_json::json!([20000, 10000]), "media.rtp_ports"),
+            ("plugins", serde_json::json!([{}]), "plugins[0]"),
+            ("server.trusted_networks", serde_json::json!(["10.0.0.0/99"]), "server.trusted_networks[0]"),
+        ];
+        for (key, value, want) in cases {
+            let e = ConfigLoader::new().no_file().no_env().set(key, value).load().unwrap_err();
+            assert_eq!(e.key, *want, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let e = ConfigLoader::new().file("/nonexistent/dialtone.toml").load().unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/dialtone.toml"), "{e}");
+    }
+}

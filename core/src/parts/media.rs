@@ -1,0 +1,100 @@
+//! Media engines and sessions. A session negotiates by SDP offer/answer, so both raw
+//! RTP (SDES-SRTP) and WebRTC (ICE, DTLS-SRTP) fit behind the same trait; the SIP
+//! core only moves the SDP text.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::VoiceError;
+use crate::options::{AudioOptions, IceServer, IceTransportPolicy, PreferredCodec};
+use crate::parts::audio::{AudioCapturer, AudioRenderer};
+use crate::parts::codec::AudioCodec;
+use crate::quality::QualitySample;
+use crate::stats::StatsReport;
+
+/// What a media session is made from.
+#[non_exhaustive]
+pub struct MediaSessionConfig {
+    /// Codecs in order of preference.
+    pub preferred_codecs: Vec<PreferredCodec>,
+    /// The codecs available (built in or from plugins).
+    pub codecs: Vec<Arc<dyn AudioCodec>>,
+    /// Jitter buffer settings.
+    pub audio: AudioOptions,
+    /// Whether to mark packets with DSCP EF.
+    pub enable_dscp: bool,
+    /// STUN/TURN servers (WebRTC).
+    pub ice_servers: Vec<IceServer>,
+    /// Which candidates may carry media (WebRTC).
+    pub ice_transport_policy: IceTransportPolicy,
+    /// Where audio to send comes from.
+    pub capturer: Box<dyn AudioCapturer>,
+    /// Where received audio goes.
+    pub renderer: Box<dyn AudioRenderer>,
+}
+
+impl MediaSessionConfig {
+    /// A configuration with default options.
+    pub fn new(
+        codecs: Vec<Arc<dyn AudioCodec>>,
+        capturer: Box<dyn AudioCapturer>,
+        renderer: Box<dyn AudioRenderer>,
+    ) -> Self {
+        MediaSessionConfig {
+            preferred_codecs: crate::options::default_preferred_codecs(),
+            codecs,
+            audio: AudioOptions::default(),
+            enable_dscp: true,
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+            capturer,
+            renderer,
+        }
+    }
+}
+
+/// Something a session reports on its own.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    /// DTMF digits arrived (RFC 4733).
+    DigitsReceived(String),
+    /// One second of measurements for the quality warning detector.
+    QualitySample(QualitySample),
+    /// Media stopped (53405) or could not start (53407 for DTLS).
+    Failed(VoiceError),
+}
+
+/// One call's media.
+#[async_trait]
+pub trait MediaSession: Send + Sync {
+    /// Makes an SDP offer (53400 on failure).
+    async fn create_offer(&self) -> Result<String, VoiceError>;
+    /// Applies the peer's SDP answer (53402 if it cannot, 53404 for no common codec).
+    async fn apply_answer(&self, sdp: &str) -> Result<(), VoiceError>;
+    /// Applies the peer's offer and makes an answer (53402, 53404, 53400).
+    async fn create_answer(&self, offer: &str) -> Result<String, VoiceError>;
+    /// The codec in use, once negotiated.
+    fn negotiated_codec(&self) -> Option<String>;
+    /// Sends silence (true) or the microphone (false).
+    fn set_muted(&self, muted: bool);
+    /// Holds (the next offer says `sendonly`, playback stops) or resumes.
+    fn set_on_hold(&self, on_hold: bool);
+    /// Sends DTMF as RFC 4733 events; an error means the peer did not negotiate
+    /// telephone-event and the caller should fall back to SIP INFO.
+    fn send_digits(&self, digits: &str) -> Result<(), VoiceError>;
+    /// The session's statistics now.
+    fn stats(&self) -> StatsReport;
+    /// The next event; `None` once the session is closed.
+    async fn next_event(&self) -> Option<MediaEvent>;
+    /// Stops media and releases sockets and devices.
+    async fn close(&self);
+}
+
+/// A kind of media (raw RTP, WebRTC).
+#[async_trait]
+pub trait MediaEngine: Send + Sync {
+    /// Creates a session for one call.
+    async fn create_session(&self, config: MediaSessionConfig) -> Result<Box<dyn MediaSession>, VoiceError>;
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests of the dialtone binaries; the tests are under `tests/`.

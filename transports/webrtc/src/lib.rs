@@ -1,0 +1,5 @@
+//! WebRTC media (ICE, DTLS-SRTP) on the webrtc crate (a later media issue).
+//!
+//! This crate is a placeholder in the workspace layout of the design; the issue
+//! named above fills it. It depends on `dialtone-core` so that its parts plug into
+//! the core traits and the registry.

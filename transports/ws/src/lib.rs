@@ -1,0 +1,5 @@
+//! SIP over WebSocket (RFC 7118), ws:// and wss:// (the signaling issue).
+//!
+//! This crate is a placeholder in the workspace layout of the design; the issue
+//! named above fills it. It depends on `dialtone-core` so that its parts plug into
+//! the core traits and the registry.
