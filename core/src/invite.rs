@@ -3,6 +3,15 @@
 //! signaling backend ([`crate::VoiceLink::incoming_invite`]); they have no public
 //! constructor.
 //!
+//! ```compile_fail
+//! // An application cannot make an invite: there is no constructor and no public field.
+//! let invite = dialtone_core::CallInvite { inner: unimplemented!() };
+//! ```
+//!
+//! ```compile_fail
+//! let cancelled = dialtone_core::CancelledCallInvite { details: unimplemented!() };
+//! ```
+//!
 //! An invite is pending until it is accepted, rejected or cancelled, and then never
 //! changes again. Accepting always returns a [`Call`]: accepting an invite that is no
 //! longer pending returns a call that fails to connect (31008 if it was cancelled).
