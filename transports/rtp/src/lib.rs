@@ -1,5 +1,9 @@
-//! Raw RTP/RTCP media with SDES-SRTP, the jitter buffer and DTMF (the media issue).
+//! Raw RTP/RTCP media (RFC 3550/3551) with SDES-SRTP (RFC 3711, RFC 4568), the
+//! adaptive jitter buffer and RFC 4733 DTMF, on the `rtc` crate line.
 //!
-//! This crate is a placeholder in the workspace layout of the design; the issue
-//! named above fills it. It depends on `dialtone-core` so that its parts plug into
-//! the core traits and the registry.
+//! The protocol logic is sans-IO: [`jitter`] takes packets and the time and says what
+//! to play. The tokio shell around it only moves datagrams and ticks.
+
+#![forbid(unsafe_code)]
+
+pub mod jitter;
