@@ -272,7 +272,8 @@ impl JitterBuffer {
 
         let Some(next) = self.next_ts else {
             // Not playing yet: start once the target is buffered.
-            let (Some((&first, _)), Some((&last, _))) = (self.packets.first_key_value(), self.packets.last_key_value())
+            let (Some((&first, _)), Some((&last, _))) =
+                (self.packets.first_key_value(), self.packets.last_key_value())
             else {
                 return Playout::Silence;
             };
