@@ -11,8 +11,10 @@
 //!   plus one frame for every recent underrun (forgotten one per 10 s without one),
 //!   bounded by `max_packets` frames;
 //! - playout starts once the target is buffered;
-//! - a buffer that holds more than the target plus two frames drops its oldest frame
-//!   to bring the delay back down.
+//! - an underrun conceals a frame without moving the playout point, so the delay
+//!   grows by that frame and the late packet still plays;
+//! - a buffer that holds more than the target plus two frames for half a second
+//!   drops its oldest frame to bring the delay back down.
 //!
 //! What it tolerates: reordering (packets sort by timestamp), duplicates (by sequence
 //! number), late packets (dropped and counted), SSRC changes (a new stream: reset),
@@ -114,6 +116,8 @@ pub struct JitterStats {
 const CONCEAL_LIMIT: u32 = 5;
 /// A timestamp this far from the playout point starts over.
 const JUMP: Duration = Duration::from_secs(10);
+/// Pops in a row over the target (plus two frames) before a frame is dropped.
+const OVER_TARGET_POPS: u32 = 25;
 /// An underrun's extra frame of delay is forgotten after this long without another.
 const UNDERRUN_MEMORY: Duration = Duration::from_secs(10);
 
@@ -129,6 +133,7 @@ pub struct JitterBuffer {
     /// The extended timestamp of the next frame to play, once started.
     next_ts: Option<i64>,
     dry_frames: u32,
+    over_target_pops: u32,
     extra_frames: u32,
     last_underrun: Option<Instant>,
     // RFC 3550 jitter state
@@ -149,6 +154,7 @@ impl JitterBuffer {
             recent_seqs: VecDeque::with_capacity(128),
             next_ts: None,
             dry_frames: 0,
+            over_target_pops: 0,
             extra_frames: 0,
             last_underrun: None,
             epoch: None,
@@ -285,14 +291,20 @@ impl JitterBuffer {
             return Playout::Silence;
         };
 
-        // Too much delay buffered: drop the oldest frame.
-        if let Some((&last, _)) = self.packets.last_key_value() {
-            if ((last - next) / frame + 1) as usize > target + 2 {
-                if let Some((ts, _)) = self.packets.pop_first() {
-                    self.stats.discarded += 1;
-                    self.next_ts = Some(ts.max(next) + frame);
-                    return self.pop(now);
-                }
+        // Too much delay buffered for half a second: drop the oldest frame.
+        let buffered =
+            self.packets.last_key_value().map_or(0, |(&last, _)| ((last - next) / frame + 1).max(0) as usize);
+        if buffered > target + 2 {
+            self.over_target_pops += 1;
+        } else {
+            self.over_target_pops = 0;
+        }
+        if self.over_target_pops >= OVER_TARGET_POPS {
+            self.over_target_pops = 0;
+            if let Some((ts, _)) = self.packets.pop_first() {
+                self.stats.discarded += 1;
+                self.next_ts = Some(ts.max(next) + frame);
+                return self.pop(now);
             }
         }
 
@@ -313,8 +325,9 @@ impl JitterBuffer {
                 Playout::Conceal { next: following.map(|(_, p)| p.payload.clone()) }
             }
             None => {
-                // dry: an underrun at first, a silence (DTX) gap if it lasts
-                self.next_ts = Some(next + frame);
+                // Dry: an underrun at first, a silence (DTX) gap if it lasts. The
+                // playout point stays put, so a late packet is still played when it
+                // comes: each underrun adds a frame of delay.
                 self.dry_frames += 1;
                 if self.dry_frames == 1 {
                     self.stats.underruns += 1;

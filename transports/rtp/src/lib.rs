@@ -6,5 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dtmf;
 pub mod jitter;
 pub mod sdp;
+pub mod session;

@@ -1,0 +1,734 @@
+//! One call's RTP session as a sans-IO core: PCM frames in, datagrams out; datagrams
+//! in, PCM frames out; RTCP, DTMF, statistics and quality samples on the side.
+//!
+//! The shell calls, every frame period: [`RtpSession::send_frame`] with the captured
+//! frame (it returns the datagrams to send: audio, or DTMF events while digits are
+//! being sent), [`RtpSession::play_frame`] for the frame to render, and
+//! [`RtpSession::poll`] for RTCP and the once-a-second quality sample. Every datagram
+//! that arrives goes to [`RtpSession::receive`]. Time is always passed in.
+//!
+//! Bad packets (truncated, wrong version, unknown payload type, failed SRTP
+//! authentication, replayed, from an unknown SSRC mid-stream) are dropped, counted in
+//! [`DropCounters`] and logged once per kind; none of them ends the call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dialtone_core::parts::{AudioCodec, AudioDecoder, AudioEncoder, EncoderSettings};
+use dialtone_core::{
+    mos_from_network, ErrorCode, LocalAudioTrackStats, QualitySample, RemoteAudioTrackStats, StatsReport,
+    VoiceError,
+};
+use rtc_shared::marshal::{Marshal, Unmarshal};
+use rtc_srtp::context::Context as SrtpContext;
+use rtc_srtp::protection_profile::ProtectionProfile;
+
+use crate::dtmf::{DtmfReceiver, DtmfSender};
+use crate::jitter::{JitterBuffer, JitterConfig, MediaPacket, Playout};
+use crate::sdp::{CryptoSuite, Direction, Negotiated, SdesKey};
+
+/// How often RTCP reports go out.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why received datagrams were dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    /// Too short to be RTP or RTCP.
+    pub truncated: u64,
+    /// RTP version other than 2.
+    pub bad_version: u64,
+    /// A payload type that was not negotiated.
+    pub unknown_payload_type: u64,
+    /// SRTP/SRTCP authentication or decryption failed.
+    pub srtp_failed: u64,
+    /// SRTP replay protection refused it.
+    pub replayed: u64,
+    /// A payload the codec could not decode.
+    pub undecodable: u64,
+    /// Unreadable RTCP.
+    pub bad_rtcp: u64,
+}
+
+impl DropCounters {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.truncated
+            + self.bad_version
+            + self.unknown_payload_type
+            + self.srtp_failed
+            + self.replayed
+            + self.undecodable
+            + self.bad_rtcp
+    }
+}
+
+/// What [`RtpSession::receive`] made of a datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// An audio packet, queued for playout.
+    Audio,
+    /// A DTMF digit, the first time its event was seen.
+    Digit(char),
+    /// Part of a DTMF event already reported.
+    DigitRepeat,
+    /// An RTCP report.
+    Rtcp,
+    /// Dropped (and counted).
+    Dropped,
+}
+
+/// What [`RtpSession::play_frame`] produced.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FrameSource {
+    /// Decoded from its packet.
+    Decoded,
+    /// Recovered from the next packet's FEC.
+    Fec,
+    /// Concealed by the codec's PLC.
+    Concealed,
+    /// Silence (before playout starts, in a DTX gap, or on hold).
+    Silence,
+}
+
+/// What the session needs.
+pub struct SessionConfig {
+    /// The negotiation's outcome.
+    pub negotiated: Negotiated,
+    /// The codec it chose.
+    pub codec: Arc<dyn AudioCodec>,
+    /// Encoder settings for this call.
+    pub encoder: EncoderSettings,
+    /// The jitter buffer's least delay in ms.
+    pub jitter_min_delay_ms: u32,
+    /// The jitter buffer's most packets.
+    pub jitter_max_packets: usize,
+    /// Our SSRC.
+    pub ssrc: u32,
+}
+
+/// Receive-side RFC 3550 counters.
+#[derive(Debug, Default)]
+struct RecvState {
+    ssrc: Option<u32>,
+    base_seq: Option<u32>,
+    max_seq: u32, // extended
+    received: u64,
+    bytes: u64,
+    expected_prior: u64,
+    received_prior: u64,
+    last_sr: Option<(u32, Instant)>, // middle 32 bits of the SR's NTP time, when it came
+}
+
+impl RecvState {
+    fn update_seq(&mut self, seq: u16) {
+        match self.base_seq {
+            None => {
+                self.base_seq = Some(u32::from(seq));
+                self.max_seq = u32::from(seq);
+            }
+            Some(_) => {
+                let cur = self.max_seq;
+                let delta = seq.wrapping_sub(cur as u16) as i16;
+                if delta > 0 {
+                    self.max_seq = cur.wrapping_add(delta as u32);
+                }
+            }
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        self.base_seq.map_or(0, |b| u64::from(self.max_seq.wrapping_sub(b)) + 1)
+    }
+
+    fn lost(&self) -> i64 {
+        self.expected() as i64 - self.received as i64
+    }
+}
+
+/// Frames whose level is averaged into one audio level sample.
+#[derive(Debug, Default)]
+struct Level {
+    sum: f64,
+    frames: u32,
+    last: u16,
+}
+
+impl Level {
+    fn add(&mut self, frame: &[i16]) {
+        let peak = frame.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        self.sum += f64::from(peak.min(32767));
+        self.frames += 1;
+    }
+
+    fn take(&mut self) -> u16 {
+        if self.frames > 0 {
+            self.last = (self.sum / f64::from(self.frames)) as u16;
+        }
+        self.sum = 0.0;
+        self.frames = 0;
+        self.last
+    }
+}
+
+/// One call's media session. See the module docs.
+pub struct RtpSession {
+    neg: Negotiated,
+    codec_name: String,
+    frame_samples: usize,
+    frame_ts: u32,
+    clock_rate: u32,
+    // send
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    event_ts: u32,
+    encoder: Box<dyn AudioEncoder>,
+    srtp_out: Option<SrtpContext>,
+    srtcp_out_enabled: bool,
+    packets_sent: u64,
+    octets_sent: u64,
+    muted: bool,
+    direction: Direction,
+    dtmf_out: DtmfSender,
+    // receive
+    srtp_in: Option<SrtpContext>,
+    decoder: Box<dyn AudioDecoder>,
+    jitter: JitterBuffer,
+    recv: RecvState,
+    dtmf_in: DtmfReceiver,
+    drops: DropCounters,
+    remote_addr: SocketAddr,
+    latched: bool,
+    // reports
+    rtt_ms: Option<f64>,
+    remote_report: Option<(u32, i64, f64)>, // fraction lost, total lost, jitter ms (what the peer says of us)
+    next_rtcp: Option<Instant>,
+    next_sample: Option<Instant>,
+    level_in: Level,
+    level_out: Level,
+    anchor: (Instant, SystemTime),
+    scratch: Vec<u8>,
+}
+
+fn profile(suite: CryptoSuite) -> ProtectionProfile {
+    match suite {
+        CryptoSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+        CryptoSuite::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+    }
+}
+
+fn srtp_context(key: &SdesKey, replay: bool) -> Result<SrtpContext, VoiceError> {
+    let (k, s) = key.key_salt.split_at(key.suite.key_len());
+    let provider = rtc_crypto::default_provider()
+        .map_err(|e| VoiceError::new(ErrorCode::MediaConnectionFailed, format!("no crypto provider: {e}")))?;
+    let (rtp_opt, rtcp_opt) = if replay {
+        (
+            Some(rtc_srtp::option::srtp_replay_protection(64)),
+            Some(rtc_srtp::option::srtcp_replay_protection(64)),
+        )
+    } else {
+        (None, None)
+    };
+    SrtpContext::new(k, s, profile(key.suite), rtp_opt, rtcp_opt, provider.crypto())
+        .map_err(|e| VoiceError::new(ErrorCode::MediaConnectionFailed, format!("SRTP context: {e}")))
+}
+
+/// NTP time (RFC 5905 64-bit) of a wall-clock time.
+fn ntp(t: SystemTime) -> u64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+impl RtpSession {
+    /// A session for what the negotiation agreed.
+    pub fn new(cfg: SessionConfig) -> Result<RtpSession, VoiceError> {
+        let d = cfg.codec.descriptor().clone();
+        let frame_samples = d.samples_per_packet();
+        let frame_ts = d.clock_rate * d.ptime_ms / 1000;
+        let encoder = cfg.codec.new_encoder(&cfg.encoder)?;
+        let decoder = cfg.codec.new_decoder()?;
+        let srtp_out = cfg.negotiated.local_key.as_ref().map(|k| srtp_context(k, false)).transpose()?;
+        let srtp_in = cfg.negotiated.remote_key.as_ref().map(|k| srtp_context(k, true)).transpose()?;
+        let jitter = JitterBuffer::new(JitterConfig {
+            clock_rate: d.clock_rate,
+            frame_ts,
+            min_delay_ms: cfg.jitter_min_delay_ms,
+            max_packets: cfg.jitter_max_packets.max(1),
+        });
+        let seed = cfg.ssrc;
+        Ok(RtpSession {
+            codec_name: cfg.negotiated.codec.name.clone(),
+            remote_addr: cfg.negotiated.remote_addr,
+            direction: cfg.negotiated.direction,
+            srtcp_out_enabled: srtp_out.is_some(),
+            neg: cfg.negotiated,
+            frame_samples,
+            frame_ts,
+            clock_rate: d.clock_rate,
+            ssrc: cfg.ssrc,
+            seq: (seed >> 16) as u16,
+            ts: seed.rotate_left(7),
+            event_ts: 0,
+            encoder,
+            srtp_out,
+            packets_sent: 0,
+            octets_sent: 0,
+            muted: false,
+            dtmf_out: DtmfSender::new(d.ptime_ms, d.clock_rate),
+            srtp_in,
+            decoder,
+            jitter,
+            recv: RecvState::default(),
+            dtmf_in: DtmfReceiver::default(),
+            drops: DropCounters::default(),
+            latched: false,
+            rtt_ms: None,
+            remote_report: None,
+            next_rtcp: None,
+            next_sample: None,
+            level_in: Level::default(),
+            level_out: Level::default(),
+            anchor: (Instant::now(), SystemTime::now()),
+            scratch: vec![0u8; 1500],
+        })
+    }
+
+    /// PCM samples in one frame at the codec's rate.
+    pub fn frame_samples(&self) -> usize {
+        self.frame_samples
+    }
+
+    /// Where datagrams go (the negotiated address until the peer's packets arrive from
+    /// elsewhere: symmetric RTP).
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// The negotiated codec's name.
+    pub fn codec_name(&self) -> &str {
+        &self.codec_name
+    }
+
+    /// Drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// The jitter buffer's counters.
+    pub fn jitter_stats(&self) -> &crate::jitter::JitterStats {
+        self.jitter.stats()
+    }
+
+    /// Sends silence instead of the microphone (true) or the microphone (false).
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    /// Changes the direction (hold sends `sendonly`: we keep sending, stop playing).
+    pub fn set_direction(&mut self, direction: Direction) {
+        self.direction = direction;
+    }
+
+    /// Queues DTMF digits (`w` is a 500 ms pause). Errors if the peer did not
+    /// negotiate telephone-event (send them by SIP INFO instead) or a digit is bad.
+    pub fn send_digits(&mut self, digits: &str) -> Result<(), VoiceError> {
+        if self.neg.dtmf_pt.is_none() {
+            return Err(VoiceError::new(
+                ErrorCode::UnknownError,
+                "the peer did not negotiate telephone-event",
+            ));
+        }
+        self.dtmf_out.queue(digits)
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.anchor.1 + now.saturating_duration_since(self.anchor.0)
+    }
+
+    fn protect(&mut self, raw: &[u8]) -> Option<Vec<u8>> {
+        match &mut self.srtp_out {
+            None => Some(raw.to_vec()),
+            Some(ctx) => match ctx.encrypt_rtp(raw) {
+                Ok(b) => Some(b.to_vec()),
+                Err(e) => {
+                    tracing::warn!("SRTP protect failed: {e}");
+                    None
+                }
+            },
+        }
+    }
+
+    fn packet(&mut self, pt: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Option<Vec<u8>> {
+        let pkt = rtc_rtp::packet::Packet {
+            header: rtc_rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: pt,
+                sequence_number: self.seq,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let raw = pkt.marshal().ok()?;
+        self.packets_sent += 1;
+        self.octets_sent += payload.len() as u64;
+        self.protect(&raw)
+    }
+
+    /// Encodes and packetizes one captured frame (`frame_samples` long at the codec
+    /// rate); returns the datagrams to send to [`remote_addr`](Self::remote_addr).
+    /// While digits are being sent, DTMF events go instead of audio.
+    pub fn send_frame(&mut self, pcm: &[i16], _now: Instant) -> Result<Vec<Vec<u8>>, VoiceError> {
+        let frame_ts = self.frame_ts;
+        let mut out = Vec::new();
+        if !self.direction.sends() {
+            self.ts = self.ts.wrapping_add(frame_ts);
+            return Ok(out);
+        }
+        if let Some(dtmf_pt) = self.neg.dtmf_pt {
+            let events = self.dtmf_out.tick();
+            if !events.is_empty() {
+                for e in events {
+                    if e.new_event {
+                        self.event_ts = self.ts;
+                    }
+                    let event_ts = self.event_ts;
+                    out.extend(self.packet(dtmf_pt, e.marker, event_ts, &e.payload.to_bytes()));
+                }
+                self.ts = self.ts.wrapping_add(frame_ts);
+                return Ok(out);
+            }
+        }
+        let silence;
+        let input = if self.muted {
+            silence = vec![0i16; pcm.len()];
+            &silence[..]
+        } else {
+            pcm
+        };
+        self.level_in.add(if self.muted { &[] } else { pcm });
+        let mut buf = std::mem::take(&mut self.scratch);
+        let n = self.encoder.encode(input, &mut buf);
+        let result = n.map(|n| {
+            // a DTX frame of 2 bytes or less need not be sent
+            if n > 2 || !self.neg.codec.name.eq_ignore_ascii_case("opus") {
+                let (pt, ts) = (self.neg.codec.pt, self.ts);
+                out.extend(self.packet(pt, false, ts, &buf[..n]));
+            }
+        });
+        self.scratch = buf;
+        self.ts = self.ts.wrapping_add(frame_ts);
+        result.map(|()| out)
+    }
+
+    fn count_once(kind: &'static str, counter: &mut u64, detail: &dyn std::fmt::Display) {
+        if *counter == 0 {
+            tracing::warn!("dropping {kind} packets (first: {detail}); further ones are only counted");
+        }
+        *counter += 1;
+    }
+
+    /// Takes one datagram that arrived from `from` at `now`.
+    pub fn receive(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) -> Received {
+        if datagram.len() < 12 {
+            Self::count_once("truncated", &mut self.drops.truncated, &datagram.len());
+            return Received::Dropped;
+        }
+        if datagram[0] >> 6 != 2 {
+            Self::count_once("non-version-2", &mut self.drops.bad_version, &(datagram[0] >> 6));
+            return Received::Dropped;
+        }
+        // RFC 5761: RTCP packet types 192-223 sit where RTP has marker+PT 64-95
+        if (192..=223).contains(&datagram[1]) {
+            return self.receive_rtcp(datagram, now);
+        }
+        let plain = match &mut self.srtp_in {
+            None => Ok(datagram.to_vec()),
+            Some(ctx) => ctx.decrypt_rtp(datagram).map(|b| b.to_vec()),
+        };
+        let plain = match plain {
+            Ok(p) => p,
+            Err(e) => {
+                let s = e.to_string();
+                if s.to_ascii_lowercase().contains("replay") || s.contains("duplicated") {
+                    Self::count_once("replayed SRTP", &mut self.drops.replayed, &s);
+                } else {
+                    Self::count_once("unauthenticated SRTP", &mut self.drops.srtp_failed, &s);
+                }
+                return Received::Dropped;
+            }
+        };
+        let pkt = match rtc_rtp::packet::Packet::unmarshal(&mut &plain[..]) {
+            Ok(p) => p,
+            Err(e) => {
+                Self::count_once("truncated", &mut self.drops.truncated, &e);
+                return Received::Dropped;
+            }
+        };
+        let h = &pkt.header;
+        let is_dtmf = Some(h.payload_type) == self.neg.dtmf_pt;
+        if h.payload_type != self.neg.codec.pt && !is_dtmf {
+            Self::count_once("unknown payload type", &mut self.drops.unknown_payload_type, &h.payload_type);
+            return Received::Dropped;
+        }
+        // symmetric RTP: answer to where authenticated packets come from
+        if !self.latched || self.remote_addr != from {
+            if self.remote_addr != from {
+                tracing::debug!(from = %from, "latching media to the peer's source address");
+            }
+            self.remote_addr = from;
+            self.latched = true;
+        }
+        if self.recv.ssrc != Some(h.ssrc) {
+            self.recv = RecvState { ssrc: Some(h.ssrc), last_sr: self.recv.last_sr, ..Default::default() };
+        }
+        self.recv.update_seq(h.sequence_number);
+        self.recv.received += 1;
+        self.recv.bytes += pkt.payload.len() as u64;
+        if is_dtmf {
+            return match self.dtmf_in.receive(h.timestamp, &pkt.payload) {
+                Some(d) => Received::Digit(d),
+                None => Received::DigitRepeat,
+            };
+        }
+        self.jitter.push(
+            MediaPacket {
+                seq: h.sequence_number,
+                timestamp: h.timestamp,
+                ssrc: h.ssrc,
+                marker: h.marker,
+                payload: pkt.payload.to_vec(),
+            },
+            now,
+        );
+        Received::Audio
+    }
+
+    fn receive_rtcp(&mut self, datagram: &[u8], now: Instant) -> Received {
+        let plain = match &mut self.srtp_in {
+            None => Ok(datagram.to_vec()),
+            Some(ctx) => ctx.decrypt_rtcp(datagram).map(|b| b.to_vec()),
+        };
+        let plain = match plain {
+            Ok(p) => p,
+            Err(e) => {
+                Self::count_once("unauthenticated SRTCP", &mut self.drops.srtp_failed, &e);
+                return Received::Dropped;
+            }
+        };
+        let packets = match rtc_rtcp::packet::unmarshal(&mut &plain[..]) {
+            Ok(p) => p,
+            Err(e) => {
+                Self::count_once("unreadable RTCP", &mut self.drops.bad_rtcp, &e);
+                return Received::Dropped;
+            }
+        };
+        let now_ntp = ntp(self.wall(now));
+        for p in packets {
+            let any = p.as_any();
+            let reports = if let Some(sr) = any.downcast_ref::<rtc_rtcp::sender_report::SenderReport>() {
+                self.recv.last_sr = Some(((sr.ntp_time >> 16) as u32, now));
+                sr.reports.clone()
+            } else if let Some(rr) = any.downcast_ref::<rtc_rtcp::receiver_report::ReceiverReport>() {
+                rr.reports.clone()
+            } else {
+                continue;
+            };
+            for r in reports.iter().filter(|r| r.ssrc == self.ssrc) {
+                if r.last_sender_report != 0 {
+                    let now_mid = (now_ntp >> 16) as u32;
+                    let rtt = now_mid.wrapping_sub(r.last_sender_report).wrapping_sub(r.delay);
+                    let rtt_ms = f64::from(rtt) * 1000.0 / 65536.0;
+                    if rtt_ms < 60_000.0 {
+                        self.rtt_ms = Some(rtt_ms);
+                    }
+                }
+                let total = i64::from(r.total_lost & 0x00FF_FFFF);
+                let jitter_ms = f64::from(r.jitter) * 1000.0 / f64::from(self.clock_rate);
+                self.remote_report = Some((u32::from(r.fraction_lost), total, jitter_ms));
+            }
+        }
+        Received::Rtcp
+    }
+
+    /// The frame to render now (`frame_samples` long), and where it came from.
+    pub fn play_frame(&mut self, out: &mut [i16], now: Instant) -> FrameSource {
+        let n = self.frame_samples.min(out.len());
+        let out = &mut out[..n];
+        let source = match self.jitter.pop(now) {
+            Playout::Packet(p) => match self.decoder.decode(&p.payload, out) {
+                Ok(_) => FrameSource::Decoded,
+                Err(e) => {
+                    Self::count_once("undecodable", &mut self.drops.undecodable, &e);
+                    self.conceal(out)
+                }
+            },
+            Playout::Conceal { next: Some(next) } => match self.decoder.decode_fec(&next, out) {
+                Ok(Some(_)) => FrameSource::Fec,
+                _ => self.conceal(out),
+            },
+            Playout::Conceal { next: None } => self.conceal(out),
+            Playout::Silence => {
+                out.fill(0);
+                FrameSource::Silence
+            }
+        };
+        if !self.direction.receives() {
+            out.fill(0);
+            return FrameSource::Silence;
+        }
+        self.level_out.add(out);
+        source
+    }
+
+    fn conceal(&mut self, out: &mut [i16]) -> FrameSource {
+        match self.decoder.conceal(out) {
+            Ok(_) => FrameSource::Concealed,
+            Err(_) => {
+                out.fill(0);
+                FrameSource::Silence
+            }
+        }
+    }
+
+    fn rtcp_report(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let expected = self.recv.expected();
+        let expected_interval = expected.saturating_sub(self.recv.expected_prior);
+        let received_interval = self.recv.received.saturating_sub(self.recv.received_prior);
+        self.recv.expected_prior = expected;
+        self.recv.received_prior = self.recv.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction = (lost_interval << 8).checked_div(expected_interval).unwrap_or(0).min(255) as u8;
+        let reports = match self.recv.ssrc {
+            Some(ssrc) => vec![rtc_rtcp::reception_report::ReceptionReport {
+                ssrc,
+                fraction_lost: fraction,
+                total_lost: (self.recv.lost().clamp(0, 0x7F_FFFF)) as u32,
+                last_sequence_number: self.recv.max_seq,
+                jitter: (self.jitter.stats().jitter_ms * f64::from(self.clock_rate) / 1000.0) as u32,
+                last_sender_report: self.recv.last_sr.map_or(0, |(lsr, _)| lsr),
+                delay: self
+                    .recv
+                    .last_sr
+                    .map_or(0, |(_, at)| (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+            }],
+            None => Vec::new(),
+        };
+        let packet: Box<dyn rtc_rtcp::packet::Packet> = if self.packets_sent > 0 {
+            Box::new(rtc_rtcp::sender_report::SenderReport {
+                ssrc: self.ssrc,
+                ntp_time: ntp(self.wall(now)),
+                rtp_time: self.ts,
+                packet_count: self.packets_sent as u32,
+                octet_count: self.octets_sent as u32,
+                reports,
+                ..Default::default()
+            })
+        } else {
+            Box::new(rtc_rtcp::receiver_report::ReceiverReport {
+                ssrc: self.ssrc,
+                reports,
+                ..Default::default()
+            })
+        };
+        let raw = rtc_rtcp::packet::marshal(&[packet]).ok()?;
+        match (&mut self.srtp_out, self.srtcp_out_enabled) {
+            (Some(ctx), true) => ctx.encrypt_rtcp(&raw).ok().map(|b| b.to_vec()),
+            _ => Some(raw.to_vec()),
+        }
+    }
+
+    /// Where RTCP goes: the RTP address when muxed, else the next port.
+    pub fn rtcp_addr(&self) -> SocketAddr {
+        if self.neg.rtcp_mux {
+            self.remote_addr
+        } else {
+            SocketAddr::new(self.remote_addr.ip(), self.remote_addr.port().wrapping_add(1))
+        }
+    }
+
+    /// Periodic work at `now`: an RTCP report to send (to [`rtcp_addr`](Self::rtcp_addr)) when one
+    /// is due, and the once-a-second quality sample when it is due.
+    pub fn poll(&mut self, now: Instant) -> (Option<Vec<u8>>, Option<QualitySample>) {
+        let rtcp = if self.next_rtcp.is_none_or(|t| now >= t) {
+            self.next_rtcp = Some(now + RTCP_INTERVAL);
+            self.rtcp_report(now)
+        } else {
+            None
+        };
+        let sample = if self.next_sample.is_none_or(|t| now >= t) {
+            let first = self.next_sample.is_none();
+            self.next_sample = Some(now + Duration::from_secs(1));
+            (!first).then(|| self.quality_sample())
+        } else {
+            None
+        };
+        (rtcp, sample)
+    }
+
+    fn loss_percent(&self) -> f64 {
+        let expected = self.recv.expected();
+        if expected == 0 {
+            0.0
+        } else {
+            (self.recv.lost().max(0) as f64 * 100.0 / expected as f64).min(100.0)
+        }
+    }
+
+    fn quality_sample(&mut self) -> QualitySample {
+        let jitter_ms = self.jitter.stats().jitter_ms;
+        let loss =
+            self.remote_report.map(|(f, _, _)| f64::from(f) * 100.0 / 256.0).unwrap_or(self.loss_percent());
+        let mut s = QualitySample::default();
+        s.rtt_ms = self.rtt_ms;
+        s.jitter_ms = Some(jitter_ms);
+        s.packets_lost_percent = Some(self.loss_percent());
+        s.mos = Some(mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, loss.max(self.loss_percent())));
+        s.audio_input_level = Some(self.level_in.take());
+        s.audio_output_level = Some(self.level_out.take());
+        s.muted = self.muted;
+        // tell the encoder the loss the peer sees, so FEC can adapt
+        if let Some((fraction, _, _)) = self.remote_report {
+            self.encoder.set_packet_loss_percent((fraction * 100 / 256) as u8);
+        }
+        s
+    }
+
+    /// The statistics now.
+    pub fn stats(&self) -> StatsReport {
+        let jitter_ms = self.jitter.stats().jitter_ms;
+        let mut local = LocalAudioTrackStats::default();
+        local.track_id = "local-audio".into();
+        local.codec = self.codec_name.clone();
+        local.ssrc = self.ssrc;
+        local.packets_sent = self.packets_sent;
+        local.bytes_sent = self.octets_sent;
+        local.audio_level = self.level_in.last;
+        local.round_trip_time_ms = self.rtt_ms;
+        if let Some((_, total, j)) = self.remote_report {
+            local.packets_lost = total;
+            local.jitter_ms = j;
+        }
+        let mut remote = RemoteAudioTrackStats::default();
+        remote.track_id = "remote-audio".into();
+        remote.codec = self.codec_name.clone();
+        remote.ssrc = self.recv.ssrc.unwrap_or(0);
+        remote.packets_received = self.recv.received;
+        remote.bytes_received = self.recv.bytes;
+        remote.packets_lost = self.recv.lost();
+        remote.audio_level = self.level_out.last;
+        remote.jitter_ms = jitter_ms;
+        remote.mos = Some(mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, self.loss_percent()));
+        let mut report = StatsReport::default();
+        report.peer_connection_id = format!("rtp-{:08x}", self.ssrc);
+        report.local_audio_tracks = vec![local];
+        report.remote_audio_tracks = vec![remote];
+        report
+    }
+}
