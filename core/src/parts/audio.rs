@@ -75,6 +75,13 @@ pub struct AudioDeviceInfo {
     pub is_default: bool,
 }
 
+impl AudioDeviceInfo {
+    /// A device description.
+    pub fn new(name: impl Into<String>, is_input: bool, is_output: bool, is_default: bool) -> Self {
+        AudioDeviceInfo { name: name.into(), is_input, is_output, is_default }
+    }
+}
+
 /// Where audio to send comes from.
 pub trait AudioCapturer: Send {
     /// The format of its frames.

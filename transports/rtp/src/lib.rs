@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod dtmf;
+pub mod engine;
 pub mod jitter;
+pub mod resample;
 pub mod sdp;
 pub mod session;

@@ -1,0 +1,487 @@
+//! The `rtp` media engine: the tokio shell around [`RtpSession`]. It owns a UDP
+//! socket per call and one task that, every frame period, reads a frame from the
+//! capturer, converts it to the codec's rate, sends what the session makes of it,
+//! and plays what the session gives back; between ticks it feeds arriving datagrams
+//! to the session. The protocol decisions are all the session's.
+//!
+//! Hold: [`MediaSession::set_on_hold`] stops playback at once and makes the next
+//! offer say `sendonly`; re-offers keep the call's socket and SDES keys.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dialtone_core::config::{Config, SrtpPolicy};
+use dialtone_core::parts::{
+    AudioCapturer, AudioCodec, AudioRenderer, EncoderSettings, MediaEngine, MediaEvent, MediaSession,
+    MediaSessionConfig,
+};
+use dialtone_core::registry::{Registry, RegistryError};
+use dialtone_core::{ErrorCode, PreferredCodec, StatsReport, VoiceError};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+
+use crate::resample::FrameConverter;
+use crate::sdp::{self, Direction, LocalDescription, Negotiated};
+use crate::session::{Received, RtpSession, SessionConfig};
+
+/// How the engine binds and protects media.
+#[derive(Clone, Debug)]
+pub struct RtpEngineConfig {
+    /// The address media sockets bind and advertise.
+    pub bind_ip: IpAddr,
+    /// The lowest and highest port to use; `None` lets the OS choose.
+    pub ports: Option<(u16, u16)>,
+    /// SRTP use.
+    pub srtp: SrtpPolicy,
+    /// Jitter buffer least delay.
+    pub jitter_min_delay_ms: u32,
+    /// Jitter buffer most packets.
+    pub jitter_max_packets: usize,
+    /// Encoder settings.
+    pub encoder: EncoderSettings,
+}
+
+impl Default for RtpEngineConfig {
+    fn default() -> Self {
+        RtpEngineConfig::from_config(&Config::default())
+    }
+}
+
+impl RtpEngineConfig {
+    /// The settings of the `[media]` and `[codecs]` sections.
+    pub fn from_config(c: &Config) -> Self {
+        let mut encoder = EncoderSettings::default();
+        encoder.bitrate = c.codecs.opus_max_average_bitrate;
+        encoder.complexity = Some(c.codecs.opus_complexity);
+        encoder.fec = c.codecs.opus_fec;
+        encoder.dtx = c.codecs.opus_dtx;
+        RtpEngineConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            ports: match c.media.rtp_ports[..] {
+                [lo, hi] => Some((lo, hi)),
+                _ => None,
+            },
+            srtp: c.media.srtp,
+            jitter_min_delay_ms: c.media.jitter_buffer_min_delay_ms,
+            jitter_max_packets: c.media.jitter_buffer_max_packets as usize,
+            encoder,
+        }
+    }
+}
+
+/// The engine.
+#[derive(Clone, Debug, Default)]
+pub struct RtpEngine {
+    cfg: RtpEngineConfig,
+}
+
+impl RtpEngine {
+    /// An engine with these settings.
+    pub fn new(cfg: RtpEngineConfig) -> Self {
+        RtpEngine { cfg }
+    }
+
+    async fn bind(&self) -> Result<UdpSocket, VoiceError> {
+        let fail = |e: std::io::Error| {
+            VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("cannot bind a media socket: {e}"))
+        };
+        match self.cfg.ports {
+            None => UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, 0)).await.map_err(fail),
+            Some((lo, hi)) => {
+                for port in lo..=hi {
+                    if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port)).await {
+                        return Ok(s);
+                    }
+                }
+                Err(VoiceError::new(
+                    ErrorCode::ClientLocalDescFailed,
+                    format!("no free media port in {lo}-{hi}"),
+                ))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl MediaEngine for RtpEngine {
+    async fn create_session(&self, config: MediaSessionConfig) -> Result<Box<dyn MediaSession>, VoiceError> {
+        let socket = Arc::new(self.bind().await?);
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("media socket: {e}")))?;
+        // codecs in the preferred order, then any others available
+        let mut codecs: Vec<Arc<dyn AudioCodec>> = Vec::new();
+        for p in &config.preferred_codecs {
+            if let Some(c) = config.codecs.iter().find(|c| c.descriptor().name.eq_ignore_ascii_case(p.name()))
+            {
+                codecs.push(c.clone());
+            }
+        }
+        for c in &config.codecs {
+            if !codecs.iter().any(|o| Arc::ptr_eq(o, c)) {
+                codecs.push(c.clone());
+            }
+        }
+        let mut encoder = self.cfg.encoder.clone();
+        if let Some(PreferredCodec::Opus { max_average_bitrate: Some(b) }) =
+            config.preferred_codecs.iter().find(|p| matches!(p, PreferredCodec::Opus { .. }))
+        {
+            encoder.bitrate = Some(*b);
+        }
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let session_id = u64::from(local_addr.port()) << 16 | u64::from(std::process::id() & 0xFFFF);
+        Ok(Box::new(RtpMediaSession {
+            cfg: self.cfg.clone(),
+            encoder,
+            jitter_min_delay_ms: config.audio.jitter_buffer_min_delay_ms.max(self.cfg.jitter_min_delay_ms),
+            jitter_max_packets: config.audio.jitter_buffer_max_packets as usize,
+            socket,
+            local_addr,
+            codecs,
+            session_id,
+            state: Mutex::new(State {
+                io: Some((config.capturer, config.renderer)),
+                local: None,
+                version: 0,
+                on_hold: false,
+                muted: false,
+            }),
+            session: Arc::new(Mutex::new(None)),
+            events_tx,
+            events_rx: tokio::sync::Mutex::new(events_rx),
+            stop: Arc::new(Notify::new()),
+        }))
+    }
+}
+
+struct State {
+    io: Option<(Box<dyn AudioCapturer>, Box<dyn AudioRenderer>)>,
+    local: Option<LocalDescription>,
+    version: u64,
+    on_hold: bool,
+    muted: bool,
+}
+
+type SharedSession = Arc<Mutex<Option<RtpSession>>>;
+
+struct RtpMediaSession {
+    cfg: RtpEngineConfig,
+    encoder: EncoderSettings,
+    jitter_min_delay_ms: u32,
+    jitter_max_packets: usize,
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    codecs: Vec<Arc<dyn AudioCodec>>,
+    session_id: u64,
+    state: Mutex<State>,
+    session: SharedSession,
+    events_tx: mpsc::UnboundedSender<MediaEvent>,
+    events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<MediaEvent>>,
+    stop: Arc<Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RtpMediaSession {
+    fn descriptors(&self) -> Vec<dialtone_core::parts::CodecDescriptor> {
+        self.codecs.iter().map(|c| c.descriptor().clone()).collect()
+    }
+
+    fn wanted_direction(&self, state: &State) -> Direction {
+        if state.on_hold {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        }
+    }
+
+    /// Starts media for what was agreed, or updates a running call (a re-offer).
+    fn start(&self, neg: Negotiated) -> Result<(), VoiceError> {
+        let mut running = lock(&self.session);
+        if let Some(s) = running.as_mut() {
+            s.set_direction(neg.direction);
+            return Ok(());
+        }
+        let codec = self
+            .codecs
+            .iter()
+            .find(|c| c.descriptor().name.eq_ignore_ascii_case(&neg.codec.name))
+            .cloned()
+            .ok_or_else(|| {
+                VoiceError::new(ErrorCode::NoSupportedCodec, format!("no codec {}", neg.codec.name))
+            })?;
+        let ssrc = {
+            let mut b = [0u8; 4];
+            rtc_crypto::default_provider().ok().and_then(|p| p.random().fill(&mut b).ok());
+            u32::from_be_bytes(b) | 1
+        };
+        let mut session = RtpSession::new(SessionConfig {
+            negotiated: neg,
+            codec: codec.clone(),
+            encoder: self.encoder.clone(),
+            jitter_min_delay_ms: self.jitter_min_delay_ms,
+            jitter_max_packets: self.jitter_max_packets.max(1),
+            ssrc,
+        })?;
+        let (capturer, renderer, muted) = {
+            let mut st = lock(&self.state);
+            let (c, r) = st
+                .io
+                .take()
+                .ok_or_else(|| VoiceError::new(ErrorCode::UnknownError, "media already started"))?;
+            (c, r, st.muted)
+        };
+        session.set_muted(muted);
+        *running = Some(session);
+        let task = MediaTask::new(
+            self.socket.clone(),
+            self.session.clone(),
+            capturer,
+            renderer,
+            codec.descriptor(),
+            self.events_tx.clone(),
+        )?;
+        tokio::spawn(task.run(self.stop.clone()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MediaSession for RtpMediaSession {
+    async fn create_offer(&self) -> Result<String, VoiceError> {
+        let mut st = lock(&self.state);
+        st.version += 1;
+        let direction = self.wanted_direction(&st);
+        let local = match st.local.take() {
+            // a re-offer keeps the socket and keys
+            Some(mut previous) => {
+                previous.direction = direction;
+                previous.version = st.version;
+                previous
+            }
+            None => sdp::offer(
+                self.local_addr,
+                &self.descriptors(),
+                self.cfg.srtp,
+                direction,
+                self.session_id,
+                st.version,
+            )
+            .map_err(|e| VoiceError::new(ErrorCode::ClientLocalDescFailed, e.message()))?,
+        };
+        let text = local.to_sdp();
+        st.local = Some(local);
+        Ok(text)
+    }
+
+    async fn apply_answer(&self, sdp_text: &str) -> Result<(), VoiceError> {
+        let remote = sdp::parse(sdp_text)?;
+        let local = lock(&self.state).local.clone().ok_or_else(|| {
+            VoiceError::new(ErrorCode::ClientRemoteDescFailed, "an answer without an offer")
+        })?;
+        let neg = sdp::apply_answer(&local, &remote)?;
+        self.start(neg)
+    }
+
+    async fn create_answer(&self, offer: &str) -> Result<String, VoiceError> {
+        let remote = sdp::parse(offer)?;
+        let (local, neg) = {
+            let mut st = lock(&self.state);
+            st.version += 1;
+            let want = self.wanted_direction(&st);
+            let (mut local, neg) = sdp::answer(
+                &remote,
+                self.local_addr,
+                &self.descriptors(),
+                self.cfg.srtp,
+                want,
+                self.session_id,
+            )?;
+            local.version = st.version;
+            st.local = Some(local.clone());
+            (local, neg)
+        };
+        self.start(neg)?;
+        Ok(local.to_sdp())
+    }
+
+    fn negotiated_codec(&self) -> Option<String> {
+        lock(&self.session).as_ref().map(|s| s.codec_name().to_owned())
+    }
+
+    fn set_muted(&self, muted: bool) {
+        lock(&self.state).muted = muted;
+        if let Some(s) = lock(&self.session).as_mut() {
+            s.set_muted(muted);
+        }
+    }
+
+    fn set_on_hold(&self, on_hold: bool) {
+        lock(&self.state).on_hold = on_hold;
+        if let Some(s) = lock(&self.session).as_mut() {
+            s.set_direction(if on_hold { Direction::SendOnly } else { Direction::SendRecv });
+        }
+    }
+
+    fn send_digits(&self, digits: &str) -> Result<(), VoiceError> {
+        match lock(&self.session).as_mut() {
+            Some(s) => s.send_digits(digits),
+            None => Err(VoiceError::new(ErrorCode::UnknownError, "media has not started")),
+        }
+    }
+
+    fn stats(&self) -> StatsReport {
+        lock(&self.session).as_ref().map(RtpSession::stats).unwrap_or_default()
+    }
+
+    async fn next_event(&self) -> Option<MediaEvent> {
+        self.events_rx.lock().await.recv().await
+    }
+
+    async fn close(&self) {
+        self.stop.notify_one();
+        lock(&self.session).take();
+    }
+}
+
+impl Drop for RtpMediaSession {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+/// The per-call task: moves frames and datagrams.
+struct MediaTask {
+    socket: Arc<UdpSocket>,
+    session: SharedSession,
+    capturer: Box<dyn AudioCapturer>,
+    renderer: Box<dyn AudioRenderer>,
+    to_codec: FrameConverter,
+    to_device: FrameConverter,
+    frame_ms: u32,
+    codec_samples: usize,
+    events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl MediaTask {
+    fn new(
+        socket: Arc<UdpSocket>,
+        session: SharedSession,
+        capturer: Box<dyn AudioCapturer>,
+        renderer: Box<dyn AudioRenderer>,
+        codec: &dialtone_core::parts::CodecDescriptor,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Result<Self, VoiceError> {
+        let frame_ms = codec.ptime_ms;
+        let cin = capturer.format();
+        let rout = renderer.format();
+        if cin.frame_ms() != frame_ms || rout.frame_ms() != frame_ms {
+            return Err(VoiceError::new(
+                ErrorCode::UnknownError,
+                format!("audio devices use {} ms frames, the codec {frame_ms} ms", cin.frame_ms()),
+            ));
+        }
+        Ok(MediaTask {
+            to_codec: FrameConverter::new(cin.sample_rate(), codec.sample_rate, cin.channels(), frame_ms)?,
+            to_device: FrameConverter::new(codec.sample_rate, rout.sample_rate(), rout.channels(), frame_ms)?,
+            socket,
+            session,
+            capturer,
+            renderer,
+            frame_ms,
+            codec_samples: codec.samples_per_packet(),
+            events,
+        })
+    }
+
+    async fn run(mut self, stop: Arc<Notify>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(u64::from(self.frame_ms)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut dev_in = vec![0i16; self.capturer.format().samples_per_frame()];
+        let mut dev_out = vec![0i16; self.renderer.format().samples_per_frame()];
+        let mut codec_in = vec![0i16; self.codec_samples];
+        let mut codec_out = vec![0i16; self.codec_samples];
+        let mut buf = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                _ = stop.notified() => break,
+                _ = tick.tick() => {
+                    if !self.frame(&mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
+                        break;
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let got = match lock(&self.session).as_mut() {
+                            Some(s) => s.receive(&buf[..n], from, Instant::now()),
+                            None => break,
+                        };
+                        if let Received::Digit(d) = got {
+                            let _ = self.events.send(MediaEvent::DigitsReceived(d.to_string()));
+                        }
+                    }
+                    // ICMP errors from an earlier send surface here on Linux; not fatal
+                    Err(e) => tracing::debug!("media socket: {e}"),
+                },
+            }
+        }
+        tracing::debug!("media task ended");
+    }
+
+    /// One frame period; false when the session is gone.
+    async fn frame(
+        &mut self,
+        dev_in: &mut [i16],
+        dev_out: &mut [i16],
+        codec_in: &mut [i16],
+        codec_out: &mut [i16],
+    ) -> bool {
+        let now = Instant::now();
+        match self.capturer.read_frame(dev_in) {
+            Ok(true) => self.to_codec.device_to_codec(dev_in, codec_in),
+            Ok(false) => codec_in.fill(0),
+            Err(e) => {
+                tracing::warn!("capture failed: {e}");
+                codec_in.fill(0);
+            }
+        }
+        let (datagrams, dest, rtcp, rtcp_dest, sample) = {
+            let mut guard = lock(&self.session);
+            let Some(s) = guard.as_mut() else { return false };
+            let datagrams = s.send_frame(codec_in, now).unwrap_or_else(|e| {
+                tracing::warn!("encode failed: {e}");
+                Vec::new()
+            });
+            s.play_frame(codec_out, now);
+            let (rtcp, sample) = s.poll(now);
+            (datagrams, s.remote_addr(), rtcp, s.rtcp_addr(), sample)
+        };
+        for d in &datagrams {
+            if let Err(e) = self.socket.send_to(d, dest).await {
+                tracing::debug!("media send to {dest}: {e}");
+            }
+        }
+        if let Some(r) = rtcp {
+            let _ = self.socket.send_to(&r, rtcp_dest).await;
+        }
+        self.to_device.codec_to_device(codec_out, dev_out);
+        if let Err(e) = self.renderer.write_frame(dev_out) {
+            tracing::warn!("playback failed: {e}");
+        }
+        if let Some(sample) = sample {
+            let _ = self.events.send(MediaEvent::QualitySample(sample));
+        }
+        true
+    }
+}
+
+/// Registers the `rtp` engine, configured from `[media]` and `[codecs]`.
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register::<dyn MediaEngine>("rtp", |config| {
+        Ok(Arc::new(RtpEngine::new(RtpEngineConfig::from_config(config))))
+    })
+}
