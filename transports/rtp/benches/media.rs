@@ -1,0 +1,208 @@
+//! The cost of each stage of the media pipeline per 20 ms frame, and of the whole
+//! send + receive pipeline, for Opus and PCMU, next to bare libopus encode + decode of
+//! the same frames in the same run. Run: `cargo bench -p dialtone-rtp --bench media`.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use dialtone_codec_opus::{Opus, FRAME_SAMPLES, MAX_PAYLOAD};
+use dialtone_codec_pcmu::{Law, G711};
+use dialtone_core::config::SrtpPolicy;
+use dialtone_core::parts::{AudioCodec, EncoderSettings};
+use dialtone_rtp::jitter::{JitterBuffer, JitterConfig, MediaPacket};
+use dialtone_rtp::sdp::{self, CryptoSuite, Direction, SdesKey};
+use dialtone_rtp::session::{RtpSession, SessionConfig};
+use rtc_shared::marshal::Marshal;
+
+fn speech_frames(rate: u32, samples: usize) -> Vec<Vec<i16>> {
+    let pcm = dialtone_tests::speech(rate);
+    pcm.chunks_exact(samples).take(200).map(<[i16]>::to_vec).collect()
+}
+
+fn settings() -> EncoderSettings {
+    let mut s = EncoderSettings::default();
+    s.bitrate = Some(32_000);
+    s.complexity = Some(9);
+    s.fec = true;
+    s
+}
+
+fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
+    let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let ours = vec![codec.descriptor().clone()];
+    let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
+    let (answer, b) =
+        sdp::answer(&sdp::parse(&offer.to_sdp()).unwrap(), addr(5000), &ours, SrtpPolicy::Required, Direction::SendRecv, 2)
+            .unwrap();
+    let a = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
+    let make = |negotiated, ssrc| {
+        RtpSession::new(SessionConfig {
+            negotiated,
+            codec: codec.clone(),
+            encoder: settings(),
+            jitter_min_delay_ms: 0,
+            jitter_max_packets: 50,
+            ssrc,
+        })
+        .unwrap()
+    };
+    (make(a, 1), make(b, 2))
+}
+
+fn srtp(key: &SdesKey) -> rtc_srtp::context::Context {
+    let (k, s) = key.key_salt.split_at(16);
+    let provider = rtc_crypto::default_provider().unwrap();
+    rtc_srtp::context::Context::new(
+        k,
+        s,
+        rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        provider.crypto(),
+    )
+    .unwrap()
+}
+
+fn stages(c: &mut Criterion) {
+    let opus_frames = speech_frames(48_000, FRAME_SAMPLES);
+    let pcmu_frames = speech_frames(8000, 160);
+    let opus = Opus::default();
+    let pcmu = G711::new(Law::Mu);
+    let mut g = c.benchmark_group("stage");
+
+    for (name, codec, frames) in
+        [("opus", &opus as &dyn AudioCodec, &opus_frames), ("pcmu", &pcmu as &dyn AudioCodec, &pcmu_frames)]
+    {
+        let mut enc = codec.new_encoder(&settings()).unwrap();
+        let mut out = vec![0u8; MAX_PAYLOAD];
+        let mut i = 0;
+        g.bench_function(format!("{name}/encode"), |b| {
+            b.iter(|| {
+                i = (i + 1) % frames.len();
+                black_box(enc.encode(&frames[i], &mut out).unwrap())
+            })
+        });
+        let payloads: Vec<Vec<u8>> = {
+            let mut e = codec.new_encoder(&settings()).unwrap();
+            frames
+                .iter()
+                .map(|f| {
+                    let n = e.encode(f, &mut out).unwrap();
+                    out[..n].to_vec()
+                })
+                .collect()
+        };
+        let mut dec = codec.new_decoder().unwrap();
+        let mut pcm = vec![0i16; FRAME_SAMPLES];
+        g.bench_function(format!("{name}/decode"), |b| {
+            b.iter(|| {
+                i = (i + 1) % payloads.len();
+                black_box(dec.decode(&payloads[i], &mut pcm).unwrap())
+            })
+        });
+        let payload = Bytes::from(payloads[10].clone());
+        g.bench_function(format!("{name}/packetize"), |b| {
+            let mut seq = 0u16;
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                let p = rtc_rtp::packet::Packet {
+                    header: rtc_rtp::header::Header {
+                        version: 2,
+                        payload_type: 0,
+                        sequence_number: seq,
+                        timestamp: u32::from(seq) * 160,
+                        ssrc: 7,
+                        ..Default::default()
+                    },
+                    payload: payload.clone(),
+                };
+                black_box(p.marshal().unwrap())
+            })
+        });
+        let key = SdesKey::generate(1, CryptoSuite::AesCm128HmacSha1_80).unwrap();
+        let raw = rtc_rtp::packet::Packet {
+            header: rtc_rtp::header::Header { version: 2, payload_type: 0, sequence_number: 1, ssrc: 7, ..Default::default() },
+            payload: payload.clone(),
+        }
+        .marshal()
+        .unwrap();
+        let mut tx = srtp(&key);
+        g.bench_function(format!("{name}/srtp-protect"), |b| b.iter(|| black_box(tx.encrypt_rtp(&raw).unwrap())));
+        let protected = srtp(&key).encrypt_rtp(&raw).unwrap();
+        let mut rx = srtp(&key);
+        g.bench_function(format!("{name}/srtp-unprotect"), |b| b.iter(|| black_box(rx.decrypt_rtp(&protected).unwrap())));
+        let frame_ts = if name == "opus" { 960 } else { 160 };
+        let mut jb = JitterBuffer::new(JitterConfig { clock_rate: frame_ts * 50, frame_ts, min_delay_ms: 0, max_packets: 50 });
+        let t0 = Instant::now();
+        let mut k = 0u32;
+        g.bench_function(format!("{name}/jitter-buffer"), |b| {
+            b.iter(|| {
+                k += 1;
+                let now = t0 + Duration::from_millis(20) * k;
+                jb.push(
+                    MediaPacket { seq: k as u16, timestamp: k * frame_ts, ssrc: 1, marker: false, payload: payloads[10].clone() },
+                    now,
+                );
+                black_box(jb.pop(now))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The whole pipeline per frame (encode, packetize, protect; unprotect, jitter buffer,
+/// decode) against bare libopus encode + decode of the same frames.
+fn pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    let from = SocketAddr::from(([127, 0, 0, 1], 4000));
+    for (name, codec, rate, n) in [
+        ("opus", Arc::new(Opus::default()) as Arc<dyn AudioCodec>, 48_000, FRAME_SAMPLES),
+        ("pcmu", Arc::new(G711::new(Law::Mu)) as Arc<dyn AudioCodec>, 8000, 160),
+    ] {
+        let frames = speech_frames(rate, n);
+        let (mut a, mut b) = pair(codec);
+        let t0 = Instant::now();
+        let mut k = 0u32;
+        let mut out = vec![0i16; n];
+        g.bench_function(format!("{name}/send+receive"), |bench| {
+            bench.iter(|| {
+                k += 1;
+                let now = t0 + Duration::from_millis(20) * k;
+                for d in a.send_frame(&frames[k as usize % frames.len()], now).unwrap() {
+                    b.receive(&d, from, now);
+                }
+                black_box(b.play_frame(&mut out, now))
+            })
+        });
+    }
+    let frames = speech_frames(48_000, FRAME_SAMPLES);
+    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+    enc.set_complexity(9).unwrap();
+    enc.set_inband_fec(true).unwrap();
+    let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut buf = vec![0u8; MAX_PAYLOAD];
+    let mut pcm = vec![0i16; FRAME_SAMPLES];
+    let mut i = 0;
+    g.bench_function("bare-libopus/encode+decode", |bench| {
+        bench.iter(|| {
+            i = (i + 1) % frames.len();
+            let n = enc.encode(&frames[i], &mut buf).unwrap();
+            black_box(dec.decode(&buf[..n], &mut pcm, false).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = stages, pipeline
+}
+criterion_main!(benches);
