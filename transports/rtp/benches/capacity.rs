@@ -24,9 +24,15 @@ fn pair(codec: &Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let ours = vec![codec.descriptor().clone()];
     let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b) =
-        sdp::answer(&sdp::parse(&offer.to_sdp()).unwrap(), addr(5000), &ours, SrtpPolicy::Required, Direction::SendRecv, 2)
-            .unwrap();
+    let (answer, b) = sdp::answer(
+        &sdp::parse(&offer.to_sdp()).unwrap(),
+        addr(5000),
+        &ours,
+        SrtpPolicy::Required,
+        Direction::SendRecv,
+        2,
+    )
+    .unwrap();
     let a = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
     let mut enc = EncoderSettings::default();
     enc.bitrate = Some(32_000);
@@ -47,7 +53,14 @@ fn pair(codec: &Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
 }
 
 /// One direction of one call for one frame.
-fn step(x: &mut RtpSession, y: &mut RtpSession, frame: &[i16], out: &mut [i16], from: SocketAddr, now: Instant) {
+fn step(
+    x: &mut RtpSession,
+    y: &mut RtpSession,
+    frame: &[i16],
+    out: &mut [i16],
+    from: SocketAddr,
+    now: Instant,
+) {
     for d in x.send_frame(frame, now).unwrap() {
         y.receive(&d, from, now);
     }

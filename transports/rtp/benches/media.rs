@@ -37,9 +37,15 @@ fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let ours = vec![codec.descriptor().clone()];
     let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b) =
-        sdp::answer(&sdp::parse(&offer.to_sdp()).unwrap(), addr(5000), &ours, SrtpPolicy::Required, Direction::SendRecv, 2)
-            .unwrap();
+    let (answer, b) = sdp::answer(
+        &sdp::parse(&offer.to_sdp()).unwrap(),
+        addr(5000),
+        &ours,
+        SrtpPolicy::Required,
+        Direction::SendRecv,
+        2,
+    )
+    .unwrap();
     let a = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
     let make = |negotiated, ssrc| {
         RtpSession::new(SessionConfig {
@@ -127,18 +133,33 @@ fn stages(c: &mut Criterion) {
         });
         let key = SdesKey::generate(1, CryptoSuite::AesCm128HmacSha1_80).unwrap();
         let raw = rtc_rtp::packet::Packet {
-            header: rtc_rtp::header::Header { version: 2, payload_type: 0, sequence_number: 1, ssrc: 7, ..Default::default() },
+            header: rtc_rtp::header::Header {
+                version: 2,
+                payload_type: 0,
+                sequence_number: 1,
+                ssrc: 7,
+                ..Default::default()
+            },
             payload: payload.clone(),
         }
         .marshal()
         .unwrap();
         let mut tx = srtp(&key);
-        g.bench_function(format!("{name}/srtp-protect"), |b| b.iter(|| black_box(tx.encrypt_rtp(&raw).unwrap())));
+        g.bench_function(format!("{name}/srtp-protect"), |b| {
+            b.iter(|| black_box(tx.encrypt_rtp(&raw).unwrap()))
+        });
         let protected = srtp(&key).encrypt_rtp(&raw).unwrap();
         let mut rx = srtp(&key);
-        g.bench_function(format!("{name}/srtp-unprotect"), |b| b.iter(|| black_box(rx.decrypt_rtp(&protected).unwrap())));
+        g.bench_function(format!("{name}/srtp-unprotect"), |b| {
+            b.iter(|| black_box(rx.decrypt_rtp(&protected).unwrap()))
+        });
         let frame_ts = if name == "opus" { 960 } else { 160 };
-        let mut jb = JitterBuffer::new(JitterConfig { clock_rate: frame_ts * 50, frame_ts, min_delay_ms: 0, max_packets: 50 });
+        let mut jb = JitterBuffer::new(JitterConfig {
+            clock_rate: frame_ts * 50,
+            frame_ts,
+            min_delay_ms: 0,
+            max_packets: 50,
+        });
         let t0 = Instant::now();
         let mut k = 0u32;
         g.bench_function(format!("{name}/jitter-buffer"), |b| {
@@ -146,7 +167,13 @@ fn stages(c: &mut Criterion) {
                 k += 1;
                 let now = t0 + Duration::from_millis(20) * k;
                 jb.push(
-                    MediaPacket { seq: k as u16, timestamp: k * frame_ts, ssrc: 1, marker: false, payload: payloads[10].clone() },
+                    MediaPacket {
+                        seq: k as u16,
+                        timestamp: k * frame_ts,
+                        ssrc: 1,
+                        marker: false,
+                        payload: payloads[10].clone(),
+                    },
                     now,
                 );
                 black_box(jb.pop(now))
