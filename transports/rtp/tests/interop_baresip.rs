@@ -16,7 +16,7 @@ use std::time::Duration;
 use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
-use dialtone_core::parts::{AudioCodec, AudioFormat, MediaEngine, MediaSession, MediaSessionConfig};
+use dialtone_core::parts::{AudioCodec, AudioFormat, MediaEngine, MediaSessionConfig};
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_tests::{segmental_snr_db, shared_audio_dir, speech};
 use tokio::net::UdpSocket;
