@@ -1,56 +1,29 @@
 //! Interop with baresip (Debian's `baresip-core`, installed by `scripts/setup`): baresip
 //! calls a Dialtone RTP session and both exchange the shared speech, PCMU and Opus,
-//! with SDES-SRTP required. The SIP here is a minimal test-only answerer (one INVITE,
-//! its 200 OK, a BYE); the SIP stack proper is the signaling crate's. Both directions
-//! are checked on the audio actually received: ours in memory, baresip's in the WAV
-//! its `sndfile` module dumps of what it decoded (baresip 1.0's `aufile` is a source
-//! only, so `aubridge` stands in for a player).
+//! with SDES-SRTP required. The SIP is the minimal test-only answerer of `common`.
+//! Both directions are checked on the audio actually received: ours in memory,
+//! baresip's in the WAV its `sndfile` module dumps of what it decoded (baresip 1.0's
+//! `aufile` is a source only, so `aubridge` stands in for a player).
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
+use common::{answer_one_call, read_wav_mono, Peer, Scratch};
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
-use dialtone_core::parts::{AudioCodec, AudioFormat, MediaEngine, MediaSessionConfig};
-use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
+use dialtone_core::parts::AudioCodec;
 use dialtone_tests::{segmental_snr_db, shared_audio_dir, speech};
 use tokio::net::UdpSocket;
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dialtone-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Baresip(Child);
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts baresip dialing `target`, sending `source` and dumping what it hears into
 /// `dumps`.
-fn baresip(dir: &Path, codec: &str, source: &Path, dumps: &Path, target: &str) -> Baresip {
+fn baresip(dir: &Path, codec: &str, source: &Path, dumps: &Path, target: &str) -> Peer {
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n\
          audio_player aubridge,dialtone\naudio_source aufile,{}\naudio_alert aufile,/dev/null\n\
@@ -81,49 +54,10 @@ fn baresip(dir: &Path, codec: &str, source: &Path, dumps: &Path, target: &str) -
         .unwrap_or_else(|e| {
             panic!("cannot run baresip ({e}); `make test` installs it through scripts/setup")
         });
-    Baresip(child)
+    Peer(child)
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n\r\n").next()?.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-fn body(msg: &str) -> &str {
-    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// Receives SIP requests until one with `method` arrives (answering BYEs meanwhile).
-async fn next_request(sock: &UdpSocket, method: &str) -> (String, std::net::SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let (n, from) = tokio::time::timeout(Duration::from_secs(20), sock.recv_from(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("no SIP {method} from baresip within 20 s"))
-            .unwrap();
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if msg.starts_with(method) || (method == "SIP/2.0" && msg.starts_with("SIP/2.0")) {
-            return (msg, from);
-        }
-    }
-}
-
-fn response(req: &str, status: &str, extra: &str, body: &str) -> String {
-    let vias: Vec<&str> = req.lines().filter(|l| l.to_ascii_lowercase().starts_with("via:")).collect();
-    format!(
-        "SIP/2.0 {status}\r\n{}\r\nFrom: {}\r\nTo: {};tag=dialtone1\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        vias.join("\r\n"),
-        header(req, "From").unwrap(),
-        header(req, "To").unwrap(),
-        header(req, "Call-ID").unwrap(),
-        header(req, "CSeq").unwrap(),
-        body.len()
-    )
-}
-
-/// One call from baresip: returns what we heard and what baresip heard.
+/// One call from baresip: what we heard and what baresip heard.
 async fn call(codec: Arc<dyn AudioCodec>, baresip_codec: &str, rate: u32) -> (Vec<i16>, Vec<i16>) {
     let scratch = Scratch::new(&format!("baresip-{baresip_codec}").replace('/', "-"));
     let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -149,35 +83,9 @@ async fn call(codec: Arc<dyn AudioCodec>, baresip_codec: &str, rate: u32) -> (Ve
     };
     let dumps = scratch.0.join("dumps");
     std::fs::create_dir_all(&dumps).unwrap();
-    let proc = baresip(&scratch.0, baresip_codec, &source, &dumps, &format!("sip:dialtone@127.0.0.1:{port}"));
-
-    let format = AudioFormat::new(rate, 1, 20).unwrap();
-    let (renderer, heard) = MemoryRenderer::new(format);
-    let capturer = BufferCapturer::new(format, speech(rate), false);
-    let cfg = MediaSessionConfig::new(vec![codec], Box::new(capturer), Box::new(renderer));
-    let media = RtpEngine::new(RtpEngineConfig::default()).create_session(cfg).await.unwrap();
-
-    let (invite, from) = next_request(&sip, "INVITE").await;
-    let answer = media.create_answer(body(&invite)).await.unwrap();
-    let contact = format!("Contact: <sip:dialtone@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n");
-    sip.send_to(response(&invite, "200 OK", &contact, &answer).as_bytes(), from).await.unwrap();
-    next_request(&sip, "ACK").await;
-
-    wait_for(&heard, rate as usize * 3).await;
-
-    // hang up: BYE to baresip's contact
-    let contact_uri = header(&invite, "Contact").unwrap().trim_matches(|c| c == '<' || c == '>').to_owned();
-    let bye = format!(
-        "BYE {contact_uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdialtonebye;rport\r\nMax-Forwards: 70\r\n\
-         From: {};tag=dialtone1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-        header(&invite, "To").unwrap(),
-        header(&invite, "From").unwrap(),
-        header(&invite, "Call-ID").unwrap()
-    );
-    sip.send_to(bye.as_bytes(), from).await.unwrap();
-    let (ok, _) = next_request(&sip, "SIP/2.0").await;
-    assert!(ok.starts_with("SIP/2.0 200"), "BYE answered {ok}");
-    media.close().await;
+    let peer = baresip(&scratch.0, baresip_codec, &source, &dumps, &format!("sip:dialtone@127.0.0.1:{port}"));
+    let answered = answer_one_call(&sip, codec, rate).await;
+    assert!(answered.offer.contains("RTP/SAVP") && answered.answer.contains("a=crypto:"));
     // baresip completes its dump of the decoded audio when the call ends
     let theirs = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -200,9 +108,8 @@ async fn call(codec: Arc<dyn AudioCodec>, baresip_codec: &str, rate: u32) -> (Ve
             .unwrap_or_default();
         panic!("baresip dumped no decoded audio; dump folder holds {files:?}")
     });
-    drop(proc);
-    let ours = heard.lock().unwrap().clone();
-    (ours, theirs)
+    drop(peer);
+    (answered.heard, theirs)
 }
 
 /// The mono samples of baresip's `*-dec.wav` dump, once it holds over two seconds.
@@ -212,26 +119,9 @@ fn decoded_dump(dir: &Path, rate: u32) -> Option<Vec<i16>> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-dec.wav")))?;
-    let reader = hound::WavReader::open(&path).ok()?;
-    let spec = reader.spec();
-    assert_eq!(spec.sample_rate, rate, "baresip decoded at {} Hz", spec.sample_rate);
-    let samples: Vec<i16> = reader.into_samples::<i16>().filter_map(Result::ok).collect();
-    let channels = usize::from(spec.channels.max(1));
-    let mono: Vec<i16> = samples
-        .chunks(channels)
-        .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
-        .collect();
+    let (mono, file_rate) = read_wav_mono(&path)?;
+    assert_eq!(file_rate, rate, "baresip decoded at {file_rate} Hz");
     (mono.len() > rate as usize * 2).then_some(mono)
-}
-
-async fn wait_for(heard: &Arc<Mutex<Vec<i16>>>, samples: usize) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while heard.lock().unwrap().len() < samples {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("audio from baresip kept flowing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

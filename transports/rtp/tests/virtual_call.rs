@@ -192,6 +192,44 @@ fn opus_with_srtp_clean_and_at_5_percent_loss() {
 }
 
 #[test]
+fn aead_aes_128_gcm_carries_the_call_when_it_is_the_only_suite_offered() {
+    let codec: Arc<dyn AudioCodec> = Arc::new(G711::new(Law::Mu));
+    let ours = vec![codec.descriptor().clone()];
+    let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
+    // keep only the GCM line of the offer
+    let text: String = offer.to_sdp().split_inclusive("\r\n").filter(|l| !l.contains("AES_CM_128")).collect();
+    assert!(text.contains("AEAD_AES_128_GCM") && !text.contains("AES_CM_128"));
+    let (answer, b_neg) = sdp::answer(
+        &sdp::parse(&text).unwrap(),
+        addr(5000),
+        &ours,
+        SrtpPolicy::Required,
+        Direction::SendRecv,
+        2,
+    )
+    .unwrap();
+    assert!(answer.to_sdp().contains("a=crypto:2 AEAD_AES_128_GCM"));
+    let a_neg = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
+    assert_eq!(a_neg.local_key.as_ref().unwrap().suite, sdp::CryptoSuite::AeadAes128Gcm);
+    let make = |neg, ssrc| {
+        RtpSession::new(SessionConfig {
+            negotiated: neg,
+            codec: codec.clone(),
+            encoder: EncoderSettings::default(),
+            jitter_min_delay_ms: 20,
+            jitter_max_packets: 50,
+            ssrc,
+        })
+        .unwrap()
+    };
+    let pcm = speech(8000);
+    let o = run(make(a_neg, 1), make(b_neg, 2), &pcm[..8000 * 3], Net::new(0.0, 0, 1));
+    let snr = aligned_snr_db(&pcm[..8000 * 3], &o.received, 8000);
+    assert!(snr > 30.0, "SNR {snr:.1} dB over AEAD_AES_128_GCM");
+    assert_eq!(o.b.drops().total(), 0);
+}
+
+#[test]
 fn bad_packets_are_dropped_counted_and_the_call_goes_on() {
     let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
     let t = Instant::now();
