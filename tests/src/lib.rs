@@ -16,6 +16,71 @@ pub fn shared_audio_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/audio")
 }
 
+/// The Python that has the test peers and measures: `DIALTONE_PYTHON`, else the
+/// repository's `.venv` that `scripts/setup` makes, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DIALTONE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for &s in samples {
+        w.write_sample(s).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    w.finalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// PESQ (ITU-T P.862) MOS-LQO of `degraded` against `reference`, both at `rate`
+/// (8000 Hz: narrowband, 16000 Hz: wideband), from the PyPI `pesq` package that
+/// `scripts/setup` installs. PESQ aligns the two itself, delay changes included.
+///
+/// # Panics
+/// If the measure cannot run: a quality test without its measure cannot pass.
+pub fn pesq(reference: &[i16], degraded: &[i16], rate: u32) -> f64 {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dialtone-pesq-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let (r, d) = (dir.join("ref.wav"), dir.join("deg.wav"));
+    write_wav(&r, reference, rate);
+    write_wav(&d, degraded, rate);
+    let script = "import sys, wave, numpy as np\nfrom pesq import pesq\n\
+        def read(p):\n    w = wave.open(p)\n    return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32)\n\
+        rate = int(sys.argv[3])\nprint(pesq(rate, read(sys.argv[1]), read(sys.argv[2]), 'wb' if rate == 16000 else 'nb'))\n";
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&r)
+        .arg(&d)
+        .arg(rate.to_string())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {:?} ({e}); `make test` sets it up through scripts/setup", python())
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "pesq failed: {text} {}; is the pesq package installed (scripts/setup)?",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// The shared speech recording at `rate` Hz (8000, 16000 or 48000), mono 16-bit.
 ///
 /// # Panics
@@ -150,5 +215,11 @@ mod tests {
         let seg = segmental_snr_db(&s, &shifting, 4000, 400);
         assert!(seg > 40.0, "{seg}");
         assert!(aligned_snr_db(&s, &shifting, 400) < 10.0);
+        // PESQ scores the recording against itself near the top and noise near the bottom
+        let clip = &s[..8000 * 4];
+        assert!(pesq(clip, clip, 8000) > 4.0);
+        let noise: Vec<i16> =
+            (0..clip.len() as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 20) as i16).collect();
+        assert!(pesq(clip, &noise, 8000) < 1.5);
     }
 }

@@ -21,7 +21,7 @@ async fn call(law: Law, pjsua_codec: &str) -> (Vec<i16>, Vec<i16>, String) {
     let port = sip.local_addr().unwrap().port();
     let record = scratch.0.join("heard.wav");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pjsua_call.py");
-    let mut child = Command::new(common::python());
+    let mut child = Command::new(dialtone_tests::python());
     child
         .arg(script)
         .arg(format!("sip:dialtone@127.0.0.1:{port}"))
@@ -34,7 +34,7 @@ async fn call(law: Law, pjsua_codec: &str) -> (Vec<i16>, Vec<i16>, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let peer = Peer(child.spawn().unwrap_or_else(|e| panic!("cannot run {:?} ({e})", common::python())));
+    let peer = Peer(child.spawn().unwrap_or_else(|e| panic!("cannot run {:?} ({e})", dialtone_tests::python())));
     let answered = answer_one_call(&sip, Arc::new(G711::new(law)), 8000).await;
     // pjsua hears the BYE, hangs up, and finishes its recording as it exits
     let mut peer = peer;

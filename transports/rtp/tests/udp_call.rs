@@ -16,7 +16,7 @@ use dialtone_core::parts::{
 };
 use dialtone_core::PreferredCodec;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
-use dialtone_tests::{aligned_snr_db, segmental_snr_db, speech};
+use dialtone_tests::{aligned_snr_db, pesq, segmental_snr_db, speech};
 
 struct Side {
     media: Box<dyn MediaSession>,
@@ -101,6 +101,9 @@ async fn opus_both_ways_with_resampling_from_16k_devices() {
         let heard = who.heard.lock().unwrap().clone();
         let snr = segmental_snr_db(&pcm[..16_000 * 3], &heard, 8000, 8000);
         assert!(snr > 8.0, "segmental SNR {snr:.1} dB");
+        let score = pesq(&pcm[..16_000 * 3], &heard[..(16_000 * 3 + 8000).min(heard.len())], 16_000);
+        eprintln!("Opus over UDP: wideband PESQ {score:.2}");
+        assert!(score > 3.5, "wideband PESQ {score:.2}");
     }
 }
 

@@ -33,20 +33,6 @@ impl Drop for Scratch {
     }
 }
 
-/// The Python that has the test peers: `DIALTONE_PYTHON`, else the repository's
-/// `.venv` that `scripts/setup` makes, else `python3`.
-pub(crate) fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("DIALTONE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python3");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
 /// A child process killed when dropped.
 pub(crate) struct Peer(pub(crate) std::process::Child);
 
