@@ -34,7 +34,8 @@ async fn call(law: Law, pjsua_codec: &str) -> (Vec<i16>, Vec<i16>, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let peer = Peer(child.spawn().unwrap_or_else(|e| panic!("cannot run {:?} ({e})", dialtone_tests::python())));
+    let peer =
+        Peer(child.spawn().unwrap_or_else(|e| panic!("cannot run {:?} ({e})", dialtone_tests::python())));
     let answered = answer_one_call(&sip, Arc::new(G711::new(law)), 8000).await;
     // pjsua hears the BYE, hangs up, and finishes its recording as it exits
     let mut peer = peer;

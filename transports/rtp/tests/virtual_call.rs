@@ -90,6 +90,7 @@ fn pair(codec: Arc<dyn AudioCodec>, srtp: SrtpPolicy) -> (RtpSession, RtpSession
 struct Outcome {
     received: Vec<i16>,
     sources: Vec<FrameSource>,
+    samples: Vec<dialtone_core::QualitySample>,
     b: RtpSession,
 }
 
@@ -99,6 +100,7 @@ fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Net) -> Outco
     let t0 = Instant::now();
     let mut received = Vec::new();
     let mut sources = Vec::new();
+    let mut samples = Vec::new();
     let frames = pcm.len() / n;
     let mut back = Net::new(0.0, 0, 9);
     for k in 0..frames + 15 {
@@ -113,9 +115,11 @@ fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Net) -> Outco
         for d in net.due(now) {
             b.receive(&d, addr(4000), now);
         }
-        if let (Some(rtcp), _) = b.poll(now) {
+        let (rtcp, sample) = b.poll(now);
+        if let Some(rtcp) = rtcp {
             back.send(rtcp, now);
         }
+        samples.extend(sample);
         for d in back.due(now) {
             a.receive(&d, addr(5000), now);
         }
@@ -123,7 +127,7 @@ fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Net) -> Outco
         sources.push(b.play_frame(&mut out, now));
         received.extend(out);
     }
-    Outcome { received, sources, b }
+    Outcome { received, sources, samples, b }
 }
 
 /// 48 kHz audio brought to 16 kHz for wideband PESQ.
@@ -258,6 +262,30 @@ fn aead_aes_128_gcm_carries_the_call_when_it_is_the_only_suite_offered() {
 }
 
 #[test]
+fn quality_samples_feed_the_core_warning_detector() {
+    use dialtone_core::{QualityWarning, QualityWarningDetector};
+    let pcm = speech(8000);
+    let warnings = |loss, jitter| {
+        let (a, b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
+        let o = run(a, b, &pcm, Net::new(loss, jitter, 5));
+        assert!(o.samples.len() >= 10, "one sample a second");
+        let mut d = QualityWarningDetector::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &o.samples {
+            d.push(s);
+            seen.extend(d.current().iter().copied());
+        }
+        seen
+    };
+    // b sends nothing here, so its microphone level is constant: that warning is right
+    let good = warnings(0.0, 0);
+    assert_eq!(good.into_iter().collect::<Vec<_>>(), [QualityWarning::ConstantAudioInputLevel]);
+    let bad = warnings(0.12, 150);
+    assert!(bad.contains(&QualityWarning::HighPacketsLostFraction), "{bad:?}");
+    assert!(bad.contains(&QualityWarning::HighJitter), "{bad:?}");
+}
+
+#[test]
 fn bad_packets_are_dropped_counted_and_the_call_goes_on() {
     let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
     let t = Instant::now();
@@ -373,5 +401,54 @@ fn mute_sends_silence_and_hold_stops_playback() {
         }
         let mut out = [0i16; 160];
         assert_eq!(b.play_frame(&mut out, now), FrameSource::Silence);
+    }
+}
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any datagram is taken or dropped and counted; none panics or stops the session.
+        #[test]
+        fn any_datagram_is_survived(data in proptest::collection::vec(any::<u8>(), 0..300), rtcp in any::<bool>()) {
+            let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
+            let mut data = data;
+            if rtcp && data.len() > 1 {
+                data[0] = 0x80;
+                data[1] = 200; // looks like an SR
+            }
+            let t = Instant::now();
+            let _ = b.receive(&data, addr(4000), t);
+            let mut out = [0i16; 160];
+            b.play_frame(&mut out, t);
+            // and a real packet still goes through afterwards
+            let good = a.send_frame(&[100i16; 160], t).unwrap().remove(0);
+            prop_assert_eq!(b.receive(&good, addr(4000), t), Received::Audio);
+        }
+
+        /// Any text is an SDP or a 53402, never a panic.
+        #[test]
+        fn any_sdp_text_is_read_or_refused(text in "\\PC{0,400}") {
+            if let Err(e) = sdp::parse(&text) {
+                prop_assert_eq!(e.code(), 53402);
+            }
+        }
+
+        /// Mutations of a real offer are read or refused, never a panic.
+        #[test]
+        fn mutated_offers_are_read_or_refused(pos in 0usize..600, byte in any::<u8>()) {
+            let ours = vec![G711::new(Law::Mu).descriptor().clone()];
+            let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap().to_sdp();
+            let mut bytes = offer.into_bytes();
+            let i = pos % bytes.len();
+            bytes[i] = byte;
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(remote) = sdp::parse(&text) {
+                let _ = sdp::answer(&remote, addr(5000), &ours, SrtpPolicy::Optional, Direction::SendRecv, 2);
+            }
+        }
     }
 }
