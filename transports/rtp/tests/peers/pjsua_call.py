@@ -56,6 +56,9 @@ cfg.logConfig.level = 1
 cfg.logConfig.consoleLevel = 1
 cfg.medConfig.clockRate = clock
 cfg.medConfig.sndClockRate = clock
+# measure the codec and the network, not PJSIP's own processing
+cfg.medConfig.noVad = True
+cfg.medConfig.ecTailLen = 0
 cfg.uaConfig.maxCalls = 1
 ep.libInit(cfg)
 tcfg = pj.TransportConfig()
