@@ -139,6 +139,32 @@ fn configured_plugins_load_and_a_refused_one_does_not_stop_the_rest() {
     assert!(registry.contains::<dyn AudioCodec>("X-DT-L16"));
 }
 
+#[test]
+fn an_audio_backend_plugin_in_c_captures_and_renders() {
+    use dialtone_core::parts::AudioBackend;
+    let plugin = load(&compile("ramp_audio.c", "ramp", &[])).unwrap();
+    assert_eq!((plugin.name(), plugin.kind()), ("x-ramp", PluginKind::AudioBackend));
+    assert!(plugin.codec().is_none());
+    let backend = plugin.audio_backend().unwrap();
+    let format = AudioFormat::new(8000, 1, 20).unwrap();
+    let mut capture = backend.open_capturer(None, format).unwrap();
+    let mut frame = vec![0i16; 160];
+    assert!(!capture.read_frame(&mut frame).unwrap(), "the first read is not ready");
+    assert!(capture.read_frame(&mut frame).unwrap());
+    assert_eq!(&frame[..3], &[0, 1, 2]);
+    assert!(capture.read_frame(&mut frame).unwrap());
+    assert_eq!(frame[0], 160);
+    let mut render = backend.open_renderer(Some("speaker"), format).unwrap();
+    render.write_frame(&frame).unwrap();
+    let e = render.write_frame(&[-1i16; 160]).unwrap_err();
+    assert!(e.message().contains("x-ramp") && e.message().contains("write_frame"), "{e}");
+    let e = backend.open_capturer(Some("missing"), format).err().unwrap();
+    assert!(e.message().contains("no such device"), "{e}");
+    let mut registry = Registry::new();
+    plugin.register(&mut registry).unwrap();
+    assert!(registry.contains::<dyn AudioBackend>("x-ramp"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_over_udp_negotiates_the_plugin_codec() {
     let codec = load(&compile("l16_codec.c", "call", &[])).unwrap().codec().unwrap();
