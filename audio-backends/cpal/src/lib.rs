@@ -142,6 +142,21 @@ impl CpalBackend {
 
     /// One pipeline frame per callback: a server's default (PulseAudio's is up to two
     /// seconds) would drain the ring in one go and play the rest as silence.
+    /// The named input (or output) device, or the default one.
+    fn device(name: Option<&str>, input: bool) -> Result<cpal::Device, VoiceError> {
+        let host = Self::host();
+        let kind = if input { "input" } else { "output" };
+        match name {
+            Some(n) => {
+                let devices = if input { host.input_devices() } else { host.output_devices() }
+                    .map_err(|e| device_error(format!("cannot list devices: {e}")))?;
+                Self::find(devices, n, kind)
+            }
+            None => if input { host.default_input_device() } else { host.default_output_device() }
+                .ok_or_else(|| device_error(format!("there is no default {kind} device"))),
+        }
+    }
+
     fn stream_config(format: AudioFormat) -> cpal::StreamConfig {
         cpal::StreamConfig {
             channels: u16::from(format.channels()),
@@ -199,17 +214,7 @@ impl CpalCapturer {
         let r = ring.clone();
         let name = device.map(str::to_owned);
         let stream = StreamThread::start(move || {
-            let host = CpalBackend::host();
-            let dev = match &name {
-                Some(n) => CpalBackend::find(
-                    host.input_devices().map_err(|e| device_error(format!("cannot list devices: {e}")))?,
-                    n,
-                    "input",
-                )?,
-                None => host
-                    .default_input_device()
-                    .ok_or_else(|| device_error("there is no default input device"))?,
-            };
+            let dev = CpalBackend::device(name.as_deref(), true)?;
             dev.build_input_stream::<i16, _, _>(
                 CpalBackend::stream_config(format),
                 move |data: &[i16], _| {
@@ -270,17 +275,7 @@ impl CpalRenderer {
         let r = ring.clone();
         let name = device.map(str::to_owned);
         let stream = StreamThread::start(move || {
-            let host = CpalBackend::host();
-            let dev = match &name {
-                Some(n) => CpalBackend::find(
-                    host.output_devices().map_err(|e| device_error(format!("cannot list devices: {e}")))?,
-                    n,
-                    "output",
-                )?,
-                None => host
-                    .default_output_device()
-                    .ok_or_else(|| device_error("there is no default output device"))?,
-            };
+            let dev = CpalBackend::device(name.as_deref(), false)?;
             dev.build_output_stream::<i16, _, _>(
                 CpalBackend::stream_config(format),
                 move |data: &mut [i16], _| {

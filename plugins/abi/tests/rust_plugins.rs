@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
 use dialtone_plugin_abi::load;
-use dialtone_rtp::sdp::{self, Direction};
+use dialtone_rtp::sdp;
 use dialtone_rtp::session::{FrameSource, RtpSession, SessionConfig};
 
 /// Builds a plugin crate and returns its shared library.
@@ -73,29 +73,11 @@ fn a_panicking_plugin_returns_an_error_and_the_process_goes_on() {
 fn a_plugin_codec_failing_mid_call_is_concealed_and_the_call_goes_on() {
     let codec: Arc<dyn AudioCodec> = load(&build("dialtone-plugin-misbehaving")).unwrap().codec().unwrap();
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-    let ours = vec![codec.descriptor().clone()];
-    let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Off, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b_neg) = sdp::answer(
-        &sdp::parse(&offer.to_sdp()).unwrap(),
-        addr(5000),
-        &ours,
-        SrtpPolicy::Off,
-        Direction::SendRecv,
-        2,
-    )
-    .unwrap();
-    let a_neg = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
-    let make = |negotiated, ssrc| {
-        RtpSession::new(SessionConfig {
-            negotiated,
-            codec: codec.clone(),
-            encoder: EncoderSettings::default(),
-            jitter_min_delay_ms: 20,
-            jitter_max_packets: 50,
-            ssrc,
-        })
-        .unwrap()
-    };
+    let (a_neg, b_neg) =
+        sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Off, addr(4000), addr(5000))
+            .unwrap();
+    let make =
+        |negotiated, ssrc| RtpSession::new(SessionConfig::new(negotiated, codec.clone(), ssrc)).unwrap();
     let (mut a, mut b) = (make(a_neg, 1), make(b_neg, 2));
     let t0 = Instant::now();
     let mut sources = Vec::new();

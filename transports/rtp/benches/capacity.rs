@@ -14,7 +14,7 @@ use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
-use dialtone_rtp::sdp::{self, Direction};
+use dialtone_rtp::sdp;
 use dialtone_rtp::session::{RtpSession, SessionConfig};
 
 const PERIOD: Duration = Duration::from_millis(20);
@@ -22,32 +22,18 @@ const RUN: Duration = Duration::from_secs(5);
 
 fn pair(codec: &Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-    let ours = vec![codec.descriptor().clone()];
-    let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b) = sdp::answer(
-        &sdp::parse(&offer.to_sdp()).unwrap(),
-        addr(5000),
-        &ours,
-        SrtpPolicy::Required,
-        Direction::SendRecv,
-        2,
-    )
-    .unwrap();
-    let a = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
+    let (a, b) =
+        sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Required, addr(4000), addr(5000))
+            .unwrap();
     let mut enc = EncoderSettings::default();
     enc.bitrate = Some(32_000);
     enc.complexity = Some(9);
     enc.fec = true;
     let make = |negotiated, ssrc| {
-        RtpSession::new(SessionConfig {
-            negotiated,
-            codec: codec.clone(),
-            encoder: enc.clone(),
-            jitter_min_delay_ms: 0,
-            jitter_max_packets: 50,
-            ssrc,
-        })
-        .unwrap()
+        let mut cfg = SessionConfig::new(negotiated, codec.clone(), ssrc);
+        cfg.encoder = enc.clone();
+        cfg.jitter_min_delay_ms = 0;
+        RtpSession::new(cfg).unwrap()
     };
     (make(a, 1), make(b, 2))
 }

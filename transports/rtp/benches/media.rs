@@ -16,7 +16,7 @@ use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
 use dialtone_rtp::jitter::{JitterBuffer, JitterConfig, MediaPacket};
-use dialtone_rtp::sdp::{self, CryptoSuite, Direction, SdesKey};
+use dialtone_rtp::sdp::{self, CryptoSuite, SdesKey};
 use dialtone_rtp::session::{RtpSession, SessionConfig};
 use rtc_shared::marshal::Marshal;
 
@@ -35,28 +35,14 @@ fn settings() -> EncoderSettings {
 
 fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-    let ours = vec![codec.descriptor().clone()];
-    let offer = sdp::offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b) = sdp::answer(
-        &sdp::parse(&offer.to_sdp()).unwrap(),
-        addr(5000),
-        &ours,
-        SrtpPolicy::Required,
-        Direction::SendRecv,
-        2,
-    )
-    .unwrap();
-    let a = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
+    let (a, b) =
+        sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Required, addr(4000), addr(5000))
+            .unwrap();
     let make = |negotiated, ssrc| {
-        RtpSession::new(SessionConfig {
-            negotiated,
-            codec: codec.clone(),
-            encoder: settings(),
-            jitter_min_delay_ms: 0,
-            jitter_max_packets: 50,
-            ssrc,
-        })
-        .unwrap()
+        let mut cfg = SessionConfig::new(negotiated, codec.clone(), ssrc);
+        cfg.encoder = settings();
+        cfg.jitter_min_delay_ms = 0;
+        RtpSession::new(cfg).unwrap()
     };
     (make(a, 1), make(b, 2))
 }

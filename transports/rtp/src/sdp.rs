@@ -558,6 +558,21 @@ pub fn apply_answer(offer: &LocalDescription, answer: &RemoteDescription) -> Res
     })
 }
 
+/// Negotiates two local sessions through real SDP text (offer, parse, answer, parse,
+/// apply), as two sides of an in-process call do: returns what the offerer (at
+/// `offerer`) and the answerer (at `answerer`) agreed. Both support `codecs`.
+pub fn negotiate_in_memory(
+    codecs: &[CodecDescriptor],
+    srtp: SrtpPolicy,
+    offerer: SocketAddr,
+    answerer: SocketAddr,
+) -> Result<(Negotiated, Negotiated), VoiceError> {
+    let local = offer(offerer, codecs, srtp, Direction::SendRecv, 1, 1)?;
+    let (reply, answered) = answer(&parse(&local.to_sdp())?, answerer, codecs, srtp, Direction::SendRecv, 2)?;
+    let offered = apply_answer(&local, &parse(&reply.to_sdp())?)?;
+    Ok((offered, answered))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,21 @@ pub struct SessionConfig {
     pub ssrc: u32,
 }
 
+impl SessionConfig {
+    /// A configuration with default encoder settings and a jitter buffer of 20 ms
+    /// least delay and 50 packets.
+    pub fn new(negotiated: Negotiated, codec: Arc<dyn AudioCodec>, ssrc: u32) -> Self {
+        SessionConfig {
+            negotiated,
+            codec,
+            encoder: EncoderSettings::default(),
+            jitter_min_delay_ms: 20,
+            jitter_max_packets: 50,
+            ssrc,
+        }
+    }
+}
+
 /// Receive-side RFC 3550 counters.
 #[derive(Debug, Default)]
 struct RecvState {

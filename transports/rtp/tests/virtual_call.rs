@@ -74,15 +74,9 @@ fn pair(codec: Arc<dyn AudioCodec>, srtp: SrtpPolicy) -> (RtpSession, RtpSession
     enc.fec = true;
     enc.bitrate = Some(32_000);
     let make = |neg, ssrc| {
-        RtpSession::new(SessionConfig {
-            negotiated: neg,
-            codec: codec.clone(),
-            encoder: enc.clone(),
-            jitter_min_delay_ms: 20,
-            jitter_max_packets: 50,
-            ssrc,
-        })
-        .unwrap()
+        let mut cfg = SessionConfig::new(neg, codec.clone(), ssrc);
+        cfg.encoder = enc.clone();
+        RtpSession::new(cfg).unwrap()
     };
     (make(a_neg, 0x1111), make(b_neg, 0x2222))
 }
@@ -243,17 +237,7 @@ fn aead_aes_128_gcm_carries_the_call_when_it_is_the_only_suite_offered() {
     assert!(answer.to_sdp().contains("a=crypto:2 AEAD_AES_128_GCM"));
     let a_neg = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
     assert_eq!(a_neg.local_key.as_ref().unwrap().suite, sdp::CryptoSuite::AeadAes128Gcm);
-    let make = |neg, ssrc| {
-        RtpSession::new(SessionConfig {
-            negotiated: neg,
-            codec: codec.clone(),
-            encoder: EncoderSettings::default(),
-            jitter_min_delay_ms: 20,
-            jitter_max_packets: 50,
-            ssrc,
-        })
-        .unwrap()
-    };
+    let make = |neg, ssrc| RtpSession::new(SessionConfig::new(neg, codec.clone(), ssrc)).unwrap();
     let pcm = speech(8000);
     let o = run(make(a_neg, 1), make(b_neg, 2), &pcm[..8000 * 3], Net::new(0.0, 0, 1));
     let snr = aligned_snr_db(&pcm[..8000 * 3], &o.received, 8000);
