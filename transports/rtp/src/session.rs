@@ -225,6 +225,7 @@ pub struct RtpSession {
     level_out: Level,
     anchor: (Instant, SystemTime),
     scratch: Vec<u8>,
+    silence: Vec<i16>,
 }
 
 fn profile(suite: CryptoSuite) -> ProtectionProfile {
@@ -308,6 +309,7 @@ impl RtpSession {
             level_out: Level::default(),
             anchor: (Instant::now(), SystemTime::now()),
             scratch: vec![0u8; 1500],
+            silence: vec![0i16; frame_samples],
         })
     }
 
@@ -420,13 +422,10 @@ impl RtpSession {
                 return Ok(out);
             }
         }
-        let silence;
-        let input = if self.muted {
-            silence = vec![0i16; pcm.len()];
-            &silence[..]
-        } else {
-            pcm
-        };
+        if self.muted && self.silence.len() != pcm.len() {
+            self.silence = vec![0i16; pcm.len()];
+        }
+        let input = if self.muted { &self.silence[..] } else { pcm };
         self.level_in.add(if self.muted { &[] } else { pcm });
         let mut buf = std::mem::take(&mut self.scratch);
         let n = self.encoder.encode(input, &mut buf);
