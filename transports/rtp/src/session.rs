@@ -448,6 +448,16 @@ impl RtpSession {
         *counter += 1;
     }
 
+    /// Counts a datagram SRTP/SRTCP refused: a replay, or a failed authentication.
+    fn count_srtp_drop(&mut self, e: &rtc_shared::error::Error) {
+        use rtc_shared::error::Error as E;
+        if matches!(e, E::SrtpSsrcDuplicated(..) | E::SrtcpSsrcDuplicated(..)) {
+            Self::count_once("replayed SRTP", &mut self.drops.replayed, e);
+        } else {
+            Self::count_once("unauthenticated SRTP", &mut self.drops.srtp_failed, e);
+        }
+    }
+
     /// Takes one datagram that arrived from `from` at `now`.
     pub fn receive(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) -> Received {
         if datagram.len() < 12 {
@@ -469,12 +479,7 @@ impl RtpSession {
         let plain = match plain {
             Ok(p) => p,
             Err(e) => {
-                let s = e.to_string();
-                if s.to_ascii_lowercase().contains("replay") || s.contains("duplicated") {
-                    Self::count_once("replayed SRTP", &mut self.drops.replayed, &s);
-                } else {
-                    Self::count_once("unauthenticated SRTP", &mut self.drops.srtp_failed, &s);
-                }
+                self.count_srtp_drop(&e);
                 return Received::Dropped;
             }
         };
@@ -532,7 +537,7 @@ impl RtpSession {
         let plain = match plain {
             Ok(p) => p,
             Err(e) => {
-                Self::count_once("unauthenticated SRTCP", &mut self.drops.srtp_failed, &e);
+                self.count_srtp_drop(&e);
                 return Received::Dropped;
             }
         };

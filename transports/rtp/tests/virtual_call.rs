@@ -64,11 +64,7 @@ fn addr(port: u16) -> SocketAddr {
 /// Negotiates through SDP text and builds both sessions.
 fn pair(codec: Arc<dyn AudioCodec>, srtp: SrtpPolicy) -> (RtpSession, RtpSession) {
     let ours = vec![codec.descriptor().clone()];
-    let offer = sdp::offer(addr(4000), &ours, srtp, Direction::SendRecv, 1, 1).unwrap();
-    let (answer, b_neg) =
-        sdp::answer(&sdp::parse(&offer.to_sdp()).unwrap(), addr(5000), &ours, srtp, Direction::SendRecv, 2)
-            .unwrap();
-    let a_neg = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
+    let (a_neg, b_neg) = sdp::negotiate_in_memory(&ours, srtp, addr(4000), addr(5000)).unwrap();
     assert_eq!(a_neg.local_key.is_some(), srtp != SrtpPolicy::Off);
     let mut enc = EncoderSettings::default();
     enc.fec = true;
