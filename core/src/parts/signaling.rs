@@ -68,6 +68,10 @@ impl ConnectionInfo {
 pub trait SignalingSender: Send {
     /// Sends one whole SIP message (or a keepalive).
     async fn send(&mut self, message: &[u8]) -> Result<(), VoiceError>;
+    /// Sends a keepalive: CRLF CRLF (RFC 5626) by default; a WebSocket sends a ping.
+    async fn keepalive(&mut self) -> Result<(), VoiceError> {
+        self.send(b"\r\n\r\n").await
+    }
     /// Closes the connection.
     async fn close(&mut self) -> Result<(), VoiceError>;
 }

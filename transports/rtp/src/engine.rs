@@ -289,10 +289,12 @@ impl MediaSession for RtpMediaSession {
 
     async fn create_answer(&self, offer: &str) -> Result<String, VoiceError> {
         let remote = sdp::parse(offer)?;
+        let running = lock(&self.session).is_some();
         let (local, neg) = {
             let mut st = lock(&self.state);
             st.version += 1;
             let want = self.wanted_direction(&st);
+            let previous = st.local.clone();
             let (mut local, neg) = sdp::answer(
                 &remote,
                 self.local_addr,
@@ -302,6 +304,13 @@ impl MediaSession for RtpMediaSession {
                 self.session_id,
             )?;
             local.version = st.version;
+            // A re-offer (hold, or a signaling reconnect) answered on a running call
+            // keeps the keys the media already uses.
+            if let Some(prev) = previous.filter(|p| !p.crypto.is_empty()) {
+                if !local.crypto.is_empty() && running {
+                    local.crypto = prev.crypto;
+                }
+            }
             st.local = Some(local.clone());
             (local, neg)
         };

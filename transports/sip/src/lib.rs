@@ -1,5 +1,31 @@
-//! SIP (RFC 3261) as a sans-IO protocol core: messages, transactions, dialogs and SDP offer/answer glue (the signaling issue).
+//! # dialtone-sip
 //!
-//! This crate is a placeholder in the workspace layout of the design; the issue
-//! named above fills it. It depends on `dialtone-core` so that its parts plug into
-//! the core traits and the registry.
+//! SIP (RFC 3261) as a sans-IO protocol core, and the async agent that carries the
+//! Dialtone call model over it.
+//!
+//! - [`message`]: parsing and serializing messages (compact forms, folding, lists,
+//!   bodies by Content-Length), stream framing and RFC 5626 keepalives.
+//! - [`header`]: typed URIs, name-addrs and Vias.
+//! - [`transaction`]: the four RFC 3261 §17 transaction machines and their timers.
+//! - [`ua`]: the user agent: registration with refresh, calls (INVITE, ACK, CANCEL,
+//!   BYE, re-INVITE), INFO and OPTIONS. Time and bytes in; transmits, events and
+//!   the next wake-up out.
+//! - [`wire`]: how the call model rides on SIP (call SID, custom parameters, STIR
+//!   status, access token, error codes).
+//! - [`agent`]: the tokio shell: a [`dialtone_core::VoiceBackend`] that moves bytes
+//!   between a [`dialtone_core::parts::SignalingTransport`] and the user agent and
+//!   media between the user agent and a [`dialtone_core::parts::MediaEngine`].
+//!
+//! Everything except `agent` is free of IO and of clocks: tests drive it on virtual
+//! time.
+
+pub mod agent;
+pub mod header;
+pub mod message;
+pub mod transaction;
+pub mod ua;
+pub mod wire;
+
+pub use agent::{AgentConfig, SipAgent};
+pub use message::{Message, Method, ParseError, StreamFramer};
+pub use ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};

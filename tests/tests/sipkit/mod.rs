@@ -1,0 +1,444 @@
+//! Shared pieces of the signaling tests: Kamailio started on free loopback ports,
+//! Dialtone clients (SIP agent + RTP engine + in-memory audio) whose delegates record
+//! every event, a cuttable TCP relay, and unsigned development tokens.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
+use dialtone_codec_opus::Opus;
+use dialtone_codec_pcmu::{Law, G711};
+use dialtone_core::parts::{
+    AudioCodec, AudioFormat, EncoderSettings, MediaSessionConfig, SignalingTransport, TransportTarget,
+};
+use dialtone_core::*;
+use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
+use dialtone_sip::{AgentConfig, SipAgent};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// A scratch directory removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dialtone-{name}-{}-{}", std::process::id(), rand_u32()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+/// A port that was free a moment ago (for peers that cannot bind port 0 and report it).
+pub fn free_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    // Also free for UDP?
+    drop(s);
+    port
+}
+
+/// A child process killed when dropped.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A development token: the identity grant is all a proxy without token checks reads.
+pub fn token(identity: &str) -> String {
+    let b = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b(serde_json::json!({"alg": "HS256", "typ": "JWT", "cty": "twilio-fpa;v=1"})),
+        b(serde_json::json!({"iss": "SKtest", "sub": "ACtest", "exp": 4_102_444_800u64,
+            "grants": {"identity": identity, "voice": {"incoming": {"allow": true}}}}))
+    )
+}
+
+/// Kamailio as a registrar and proxy on loopback: UDP, TCP and WS listeners.
+pub struct Kamailio {
+    pub udp: u16,
+    pub tcp: u16,
+    pub ws: u16,
+    _peer: Peer,
+    _dir: Scratch,
+}
+
+const KAMAILIO_CFG: &str = r#"#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=2
+auto_aliases=no
+tcp_accept_no_cl=yes
+listen=udp:127.0.0.1:@UDP@
+listen=tcp:127.0.0.1:@TCP@
+listen=tcp:127.0.0.1:@WS@
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xhttp.so"
+loadmodule "websocket.so"
+loadmodule "ctl.so"
+modparam("usrloc", "db_mode", 0)
+modparam("ctl", "binrpc", "unix:@DIR@/ctl.sock")
+modparam("tm", "fr_inv_timer", 60000)
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) { t_relay(); }
+        exit;
+    }
+    if (!is_method("ACK")) {
+        t_check_trans();
+    }
+    if (has_totag()) {
+        if (loose_route()) {
+            if (is_method("INVITE")) { record_route(); }
+            t_relay();
+            exit;
+        }
+        if (is_method("ACK")) {
+            if (t_check_trans()) { t_relay(); }
+            exit;
+        }
+        sl_send_reply("404", "Not here");
+        exit;
+    }
+    remove_hf("Route");
+    if (is_method("REGISTER")) {
+        save("location");
+        exit;
+    }
+    if (is_method("INVITE")) { record_route(); }
+    if (!lookup("location")) {
+        sl_send_reply("404", "Not Found");
+        exit;
+    }
+    t_relay();
+}
+
+event_route[xhttp:request] {
+    if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {
+        if (ws_handle_handshake()) { exit; }
+    }
+    xhttp_reply("404", "Not Found", "", "");
+}
+"#;
+
+impl Kamailio {
+    pub async fn start() -> Kamailio {
+        let dir = Scratch::new("kamailio");
+        let (udp, tcp, ws) = (free_port(), free_port(), free_port());
+        let cfg = KAMAILIO_CFG
+            .replace("@UDP@", &udp.to_string())
+            .replace("@TCP@", &tcp.to_string())
+            .replace("@WS@", &ws.to_string())
+            .replace("@DIR@", &dir.0.display().to_string());
+        let path = dir.0.join("kamailio.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(dir.0.join("kamailio.log")).unwrap();
+        let child = Command::new("kamailio")
+            .args([
+                "-f",
+                path.to_str().unwrap(),
+                "-DD",
+                "-E",
+                "-Y",
+                dir.0.to_str().unwrap(),
+                "-m",
+                "64",
+                "-M",
+                "8",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kamailio is installed by scripts/setup");
+        let mut peer = Peer(child);
+        // Ready once the WS port accepts connections.
+        for _ in 0..100 {
+            if peer.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", ws)).await.is_ok() {
+                return Kamailio { udp, tcp, ws, _peer: peer, _dir: dir };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(dir.0.join("kamailio.log")).unwrap_or_default();
+        panic!("kamailio did not start:\n{log}");
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws)
+    }
+}
+
+/// Everything a client's delegates heard, in order.
+#[derive(Clone, Debug)]
+pub enum Heard {
+    Invite(CallInvite),
+    Cancelled(String, u32),
+    Ringing,
+    Connected,
+    FailedToConnect(u32),
+    Disconnected(Option<u32>),
+    Reconnecting(u32),
+    Reconnected,
+    MessageReceived(String),
+    MessageSent(String),
+    MessageFailed(String, u32),
+}
+
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Heard>,
+}
+
+impl NotificationDelegate for Recorder {
+    fn call_invite_received(&self, invite: CallInvite) {
+        let _ = self.tx.send(Heard::Invite(invite));
+    }
+    fn cancelled_call_invite_received(&self, c: CancelledCallInvite, e: &VoiceError) {
+        let _ = self.tx.send(Heard::Cancelled(c.call_sid().to_owned(), e.code()));
+    }
+    fn call_message_delegate(&self) -> Option<Arc<dyn CallMessageDelegate>> {
+        Some(Arc::new(Recorder { tx: self.tx.clone() }))
+    }
+}
+
+impl CallDelegate for Recorder {
+    fn did_connect(&self, _: &Call) {
+        let _ = self.tx.send(Heard::Connected);
+    }
+    fn did_fail_to_connect(&self, _: &Call, e: &VoiceError) {
+        let _ = self.tx.send(Heard::FailedToConnect(e.code()));
+    }
+    fn did_disconnect(&self, _: &Call, e: Option<&VoiceError>) {
+        let _ = self.tx.send(Heard::Disconnected(e.map(VoiceError::code)));
+    }
+    fn did_start_ringing(&self, _: &Call) {
+        let _ = self.tx.send(Heard::Ringing);
+    }
+    fn is_reconnecting(&self, _: &Call, e: &VoiceError) {
+        let _ = self.tx.send(Heard::Reconnecting(e.code()));
+    }
+    fn did_reconnect(&self, _: &Call) {
+        let _ = self.tx.send(Heard::Reconnected);
+    }
+}
+
+impl CallMessageDelegate for Recorder {
+    fn did_receive_message(&self, _: &str, m: &CallMessage) {
+        let _ = self.tx.send(Heard::MessageReceived(m.content().to_owned()));
+    }
+    fn did_send_message(&self, _: &str, id: &str) {
+        let _ = self.tx.send(Heard::MessageSent(id.to_owned()));
+    }
+    fn did_fail_to_send_message(&self, _: &str, id: &str, e: &VoiceError) {
+        let _ = self.tx.send(Heard::MessageFailed(id.to_owned(), e.code()));
+    }
+}
+
+/// What each call of a client heard, one recording per call.
+pub type Recordings = Arc<Mutex<Vec<Arc<Mutex<Vec<i16>>>>>>;
+
+/// A Dialtone client: a `Voice` over a SIP agent, sending the shared speech and
+/// recording what it hears.
+pub struct Client {
+    pub identity: String,
+    pub voice: Voice,
+    pub agent: Arc<SipAgent>,
+    pub heard_audio: Recordings,
+    events: mpsc::UnboundedReceiver<Heard>,
+    tx: mpsc::UnboundedSender<Heard>,
+}
+
+pub fn codecs() -> Vec<Arc<dyn AudioCodec>> {
+    vec![
+        Arc::new(Opus::new(EncoderSettings::default())),
+        Arc::new(G711::new(Law::Mu)),
+        Arc::new(G711::new(Law::A)),
+    ]
+}
+
+/// Logs to stderr when RUST_LOG is set (SIP traffic at `dialtone_sip=trace`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl Client {
+    pub fn new(identity: &str, server: &str, transport: Arc<dyn SignalingTransport>, domain: &str) -> Client {
+        init_logs();
+        let heard_audio: Recordings = Arc::default();
+        let sink = heard_audio.clone();
+        let factory = Arc::new(move || {
+            let format = AudioFormat::new(48_000, 1, 20).unwrap();
+            let (renderer, heard) = MemoryRenderer::new(format);
+            sink.lock().unwrap().push(heard);
+            let capturer = BufferCapturer::new(format, dialtone_tests::speech(48_000), true);
+            Ok(MediaSessionConfig::new(codecs(), Box::new(capturer), Box::new(renderer)))
+        });
+        let engine_cfg = RtpEngineConfig { ports: None, ..Default::default() };
+        let config = AgentConfig::new(TransportTarget::new(server)).with_domain(domain);
+        let agent = SipAgent::new(config, transport, Arc::new(RtpEngine::new(engine_cfg)), factory);
+        let (tx, events) = mpsc::unbounded_channel();
+        let voice = Voice::builder(agent.clone())
+            .incoming_delegate(Arc::new(Recorder { tx: tx.clone() }))
+            .insights_enabled(false)
+            .build();
+        Client { identity: identity.to_owned(), voice, agent, heard_audio, events, tx }
+    }
+
+    pub fn delegate(&self) -> Arc<Recorder> {
+        Arc::new(Recorder { tx: self.tx.clone() })
+    }
+
+    pub async fn register(&self) {
+        self.voice.register(&token(&self.identity), "").await.unwrap();
+    }
+
+    pub fn connect(&self, to: &str, params: &[(&str, &str)]) -> Call {
+        let mut b = ConnectOptions::builder(token(&self.identity)).param("to", to);
+        for (k, v) in params {
+            b = b.param(*k, *v);
+        }
+        let opts = b.call_message_delegate(self.delegate()).build();
+        self.voice.connect(opts, self.delegate())
+    }
+
+    /// The next event, within `secs` seconds.
+    pub async fn next(&mut self, secs: u64) -> Heard {
+        tokio::time::timeout(Duration::from_secs(secs), self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{}: no event within {secs} s", self.identity))
+            .unwrap()
+    }
+
+    /// Waits for an event matching `pred`, returning it; other events are skipped.
+    pub async fn wait_for(&mut self, secs: u64, what: &str, pred: impl Fn(&Heard) -> bool) -> Heard {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(e)) if pred(&e) => return e,
+                Ok(Some(e)) => eprintln!("{}: skipping {e:?} while waiting for {what}", self.identity),
+                _ => panic!("{}: no {what} within {secs} s", self.identity),
+            }
+        }
+    }
+
+    pub async fn invite(&mut self, secs: u64) -> CallInvite {
+        match self.wait_for(secs, "an invite", |e| matches!(e, Heard::Invite(_))).await {
+            Heard::Invite(i) => i,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Samples heard so far on the latest call.
+    pub fn heard_len(&self) -> usize {
+        self.heard_audio.lock().unwrap().last().map_or(0, |h| h.lock().unwrap().len())
+    }
+
+    pub fn heard(&self) -> Vec<i16> {
+        self.heard_audio.lock().unwrap().last().map(|h| h.lock().unwrap().clone()).unwrap_or_default()
+    }
+
+    /// Waits until `samples` more samples were heard.
+    pub async fn hear_more(&self, samples: usize, secs: u64) {
+        let start = self.heard_len();
+        tokio::time::timeout(Duration::from_secs(secs), async {
+            while self.heard_len() < start + samples {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{}: audio stopped ({} samples)", self.identity, self.heard_len() - start)
+        });
+    }
+}
+
+/// RMS level of samples.
+pub fn rms(s: &[i16]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+}
+
+/// A TCP relay in front of a server whose live connections a test can cut.
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: Arc<tokio::sync::Notify>,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let accepted = Arc::new(Mutex::new(0));
+        let (c, a) = (cut.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                *a.lock().unwrap() += 1;
+                let cut = c.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut, accepted }
+    }
+
+    /// Drops every live connection.
+    pub fn cut(&self) {
+        self.cut.notify_waiters();
+    }
+
+    pub fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+pub fn path_of(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,1396 @@
+//! The sans-IO SIP user agent: registration, calls (INVITE, ACK, CANCEL, BYE,
+//! re-INVITE), INFO and OPTIONS over one signaling flow.
+//!
+//! Drive it like str0m or quinn-proto: feed it bytes ([`UserAgent::handle_input`]) and
+//! time ([`UserAgent::handle_timeout`]) and ask it to act ([`UserAgent::invite`],
+//! [`UserAgent::answer`], ...), then drain [`UserAgent::poll_transmit`] and
+//! [`UserAgent::poll_event`] and sleep until [`UserAgent::poll_timeout`]. It owns the
+//! transactions, dialogs and registration refresh; it knows nothing about sockets,
+//! media or the call model (the async agent maps its events onto those).
+//!
+//! A user agent speaks over one flow at a time (the connection to its server or
+//! proxy). After a reconnection, [`UserAgent::set_flow`] gives it the new one; the
+//! next requests carry the new Via and Contact.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::header::{NameAddr, Params, Uri, Via};
+use crate::message::{bad_request_for, Message, Method, ParseError, StartLine, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::transaction::{ClientTx, ClientVerdict, ServerTx, Timers, TxTimerAction};
+
+/// The methods this user agent understands (its `Allow` header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS";
+
+/// The connection the user agent speaks over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The Via transport token (`WS`, `WSS`, `TLS`, `TCP`, `UDP`).
+    pub transport: String,
+    /// Our address as `host:port`.
+    pub local: String,
+    /// Whether delivery is reliable (no retransmissions).
+    pub reliable: bool,
+}
+
+impl Flow {
+    /// The `transport=` URI parameter for this flow (none for UDP).
+    fn uri_transport(&self) -> Option<String> {
+        match self.transport.as_str() {
+            "UDP" => None,
+            "TLS" => Some("tls".into()),
+            t => Some(t.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// How a user agent is set up.
+#[derive(Clone, Debug)]
+pub struct UaConfig {
+    /// Our user (the identity).
+    pub user: String,
+    /// The domain of our address of record (the registrar's host).
+    pub domain: String,
+    /// The registration lifetime asked for, in seconds.
+    pub register_expires: u32,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// Transaction timers.
+    pub timers: Timers,
+    /// The largest message accepted.
+    pub max_message_size: usize,
+    /// How often a keepalive goes out while the flow is otherwise idle.
+    pub keepalive_interval: Option<Duration>,
+    /// Seeds tags, branches and Call-IDs.
+    pub seed: u64,
+}
+
+impl UaConfig {
+    /// Defaults for `user@domain`.
+    pub fn new(user: impl Into<String>, domain: impl Into<String>) -> Self {
+        UaConfig {
+            user: user.into(),
+            domain: domain.into(),
+            register_expires: 600,
+            user_agent: format!("Dialtone/{}", env!("CARGO_PKG_VERSION")),
+            timers: Timers::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            keepalive_interval: Some(Duration::from_secs(25)),
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// A call's handle inside one user agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The final status (408 for a transaction timeout).
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: String,
+    /// The response, if one came (its headers may say more, such as `X-Dialtone-Error`).
+    pub response: Option<Message>,
+}
+
+impl Failure {
+    fn from_response(r: &Message) -> Failure {
+        Failure {
+            status: r.status().unwrap_or(500),
+            reason: r.reason().to_owned(),
+            response: Some(r.clone()),
+        }
+    }
+
+    fn timeout() -> Failure {
+        Failure { status: 408, reason: "Request Timeout (no response)".into(), response: None }
+    }
+}
+
+/// What to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A whole SIP message.
+    Message(Vec<u8>),
+    /// A keepalive (CRLF CRLF on a stream, a WebSocket ping on WS).
+    Keepalive,
+    /// The answer to a peer's CRLF CRLF ping (a lone CRLF).
+    Pong,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UaEvent {
+    /// The registration was accepted for this many seconds.
+    Registered {
+        /// The lifetime the registrar granted.
+        expires: u32,
+    },
+    /// Registering (or refreshing) failed.
+    RegistrationFailed(Failure),
+    /// The registration was removed.
+    Unregistered,
+    /// An INVITE arrived (a 100 Trying went out).
+    Incoming {
+        /// The new call.
+        call: CallId,
+        /// The INVITE.
+        request: Message,
+    },
+    /// The caller cancelled an unanswered incoming call (487 went out).
+    IncomingCancelled {
+        /// The call.
+        call: CallId,
+        /// The CANCEL (its Reason header says why).
+        request: Message,
+    },
+    /// A provisional response (180, 183) to our INVITE.
+    Progress {
+        /// The call.
+        call: CallId,
+        /// The response.
+        response: Message,
+    },
+    /// Our INVITE was answered (the ACK went out).
+    Answered {
+        /// The call.
+        call: CallId,
+        /// The 200 OK.
+        response: Message,
+    },
+    /// The ACK for our answer arrived: an incoming call is established.
+    Confirmed {
+        /// The call.
+        call: CallId,
+    },
+    /// The call could not be set up (a failure response or a timeout).
+    Failed {
+        /// The call.
+        call: CallId,
+        /// Why.
+        failure: Failure,
+    },
+    /// The call ended: the peer sent BYE (`by_peer`), or our BYE was answered, or the
+    /// dialog was lost (an answer never ACKed, an in-dialog request timed out).
+    Ended {
+        /// The call.
+        call: CallId,
+        /// Whether the peer hung up.
+        by_peer: bool,
+        /// Why, when it was not a normal hang-up.
+        failure: Option<Failure>,
+    },
+    /// The peer sent a re-INVITE; answer with [`UserAgent::answer_reoffer`].
+    Reoffer {
+        /// The call.
+        call: CallId,
+        /// The re-INVITE.
+        request: Message,
+    },
+    /// Our re-INVITE was answered with 2xx.
+    ReofferAnswered {
+        /// The call.
+        call: CallId,
+        /// The 200 OK.
+        response: Message,
+    },
+    /// Our re-INVITE failed (the dialog continues unless the status ends it).
+    ReofferFailed {
+        /// The call.
+        call: CallId,
+        /// Why.
+        failure: Failure,
+    },
+    /// An in-dialog INFO arrived (already answered 200).
+    Info {
+        /// The call.
+        call: CallId,
+        /// The INFO.
+        request: Message,
+    },
+    /// The result of an INFO we sent.
+    InfoResult {
+        /// The call.
+        call: CallId,
+        /// The id [`UserAgent::info`] returned.
+        id: u64,
+        /// Success, or why not.
+        result: Result<(), Failure>,
+    },
+    /// A message could not be read (answered 400 when possible, else dropped).
+    Malformed(ParseError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Register,
+    Unregister,
+    Invite(CallId),
+    Cancel(CallId),
+    Bye(CallId),
+    Reinvite(CallId),
+    Info(CallId, u64),
+}
+
+#[derive(Clone, Debug)]
+struct Dialog {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    local: NameAddr,
+    remote: NameAddr,
+    local_seq: u32,
+    remote_seq: Option<u32>,
+    remote_target: Uri,
+    route_set: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    /// UAC: INVITE out. UAS: INVITE in, not answered.
+    Early,
+    /// UAS: 2xx sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+    Ended,
+}
+
+#[derive(Debug)]
+struct Call {
+    uac: bool,
+    state: CallState,
+    call_id: String,
+    /// UAC: the INVITE as sent (CANCEL and ACK are built from it).
+    invite: Option<Message>,
+    /// UAS: the INVITE's server transaction key and the request.
+    uas_key: Option<(String, Method)>,
+    uas_request: Option<Message>,
+    dialog: Option<Dialog>,
+    provisional_seen: bool,
+    cancel_pending: bool,
+    hangup_after_answer: bool,
+    /// The ACK for our 2xx-answered INVITE (resent on 2xx retransmissions).
+    ack: Option<Vec<u8>>,
+    /// UAS 2xx retransmission: bytes, next send, interval, give-up time.
+    ok_retransmit: Option<(Vec<u8>, Option<Instant>, Duration, Instant)>,
+    /// An INVITE transaction of a re-INVITE in progress (either direction).
+    reinvite_out: bool,
+    reoffer_in: Option<(String, Method, Message)>,
+}
+
+/// The sans-IO user agent.
+#[derive(Debug)]
+pub struct UserAgent {
+    config: UaConfig,
+    flow: Flow,
+    rng: u64,
+    token: Option<String>,
+    client: HashMap<(String, Method), (ClientTx, Purpose)>,
+    server: HashMap<(String, Method), ServerTx>,
+    calls: HashMap<CallId, Call>,
+    next_call: u64,
+    next_info: u64,
+    reg_call_id: String,
+    reg_seq: u32,
+    reg_refresh_at: Option<Instant>,
+    registered: bool,
+    keepalive_at: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<UaEvent>,
+}
+
+impl UserAgent {
+    /// A user agent speaking over `flow`.
+    pub fn new(config: UaConfig, flow: Flow) -> UserAgent {
+        let mut ua = UserAgent {
+            rng: config.seed | 1,
+            config,
+            flow,
+            token: None,
+            client: HashMap::new(),
+            server: HashMap::new(),
+            calls: HashMap::new(),
+            next_call: 1,
+            next_info: 1,
+            reg_call_id: String::new(),
+            reg_seq: 0,
+            reg_refresh_at: None,
+            registered: false,
+            keepalive_at: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        ua.reg_call_id = ua.random_hex(16);
+        ua
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UaConfig {
+        &self.config
+    }
+
+    /// The access token sent as `Authorization: Bearer` on REGISTER and INVITE.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
+    }
+
+    /// Switches to a new flow (after a reconnection). Client transactions in flight
+    /// over the old one are dropped as timed out; retransmissions go to the new one.
+    pub fn set_flow(&mut self, flow: Flow, now: Instant) {
+        self.flow = flow;
+        self.keepalive_at = None;
+        self.touch(now);
+    }
+
+    /// Whether a registration is in force.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: tags and branches need to be unique, not secret.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn random_hex(&mut self, digits: usize) -> String {
+        let mut s = String::with_capacity(digits);
+        while s.len() < digits {
+            s.push_str(&format!("{:016x}", self.random()));
+        }
+        s.truncate(digits);
+        s
+    }
+
+    fn branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.random_hex(16))
+    }
+
+    fn aor(&self) -> Uri {
+        Uri::sip(Some(&self.config.user), &self.config.domain)
+    }
+
+    /// Our Contact URI on the current flow.
+    pub fn contact_uri(&self) -> Uri {
+        let mut u = Uri::sip(Some(&self.config.user), &self.flow.local);
+        if let Some(t) = self.flow.uri_transport() {
+            u.params.set("transport", Some(&t));
+        }
+        u
+    }
+
+    fn via(&mut self) -> String {
+        let branch = self.branch();
+        format!("SIP/2.0/{} {};branch={branch};rport", self.flow.transport, self.flow.local)
+    }
+
+    fn touch(&mut self, now: Instant) {
+        if self.flow.reliable {
+            self.keepalive_at = self.config.keepalive_interval.map(|i| now + i);
+        }
+    }
+
+    fn send(&mut self, msg: &Message, now: Instant) {
+        self.transmits.push_back(Transmit::Message(msg.to_bytes()));
+        self.touch(now);
+    }
+
+    fn start_client(&mut self, req: Message, purpose: Purpose, now: Instant) {
+        let Some(branch) = req.top_branch() else { return };
+        let method = req.method().unwrap_or(Method::Options);
+        let tx = ClientTx::new(req, self.flow.reliable, self.config.timers, now);
+        self.transmits.push_back(Transmit::Message(tx.bytes().to_vec()));
+        self.touch(now);
+        self.client.insert((branch, method), (tx, purpose));
+    }
+
+    fn common_headers(&mut self, req: &mut Message, from: &NameAddr, to: &NameAddr, call_id: &str, seq: u32) {
+        let via = self.via();
+        let method = req.method().unwrap_or(Method::Options);
+        req.headers.push("Via", via);
+        req.headers.push("Max-Forwards", "70");
+        req.headers.push("From", from.to_string());
+        req.headers.push("To", to.to_string());
+        req.headers.push("Call-ID", call_id);
+        req.headers.push("CSeq", format!("{seq} {method}"));
+    }
+
+    // ---------------------------------------------------------------- registration
+
+    /// Sends a REGISTER (binding our Contact for `register_expires` seconds). The
+    /// registration then refreshes itself at half its lifetime.
+    pub fn register(&mut self, now: Instant) {
+        self.send_register(self.config.register_expires, Purpose::Register, now);
+    }
+
+    /// Removes our binding (REGISTER with `expires=0`).
+    pub fn unregister(&mut self, now: Instant) {
+        self.reg_refresh_at = None;
+        self.send_register(0, Purpose::Unregister, now);
+    }
+
+    fn send_register(&mut self, expires: u32, purpose: Purpose, now: Instant) {
+        self.reg_seq += 1;
+        let mut req = Message::request(Method::Register, format!("sip:{}", self.config.domain));
+        let aor = NameAddr::new(self.aor());
+        let mut from = aor.clone();
+        let tag = self.random_hex(10);
+        from.params.set("tag", Some(&tag));
+        let call_id = self.reg_call_id.clone();
+        self.common_headers(&mut req, &from, &aor, &call_id, self.reg_seq);
+        let mut contact = NameAddr::new(self.contact_uri());
+        contact.params.set("expires", Some(&expires.to_string()));
+        req.headers.push("Contact", contact.to_string());
+        req.headers.push("Expires", expires.to_string());
+        self.auth_headers(&mut req);
+        req.headers.push("User-Agent", self.config.user_agent.clone());
+        req.headers.push("Allow", ALLOW);
+        self.start_client(req, purpose, now);
+    }
+
+    fn auth_headers(&self, req: &mut Message) {
+        if let Some(t) = &self.token {
+            req.headers.push("Authorization", format!("Bearer {t}"));
+        }
+    }
+
+    fn on_register_response(&mut self, purpose: Purpose, resp: &Message, now: Instant) {
+        let status = resp.status().unwrap_or(0);
+        if status < 200 {
+            return;
+        }
+        if purpose == Purpose::Unregister {
+            self.registered = false;
+            if status < 300 {
+                self.events.push_back(UaEvent::Unregistered);
+            }
+            return;
+        }
+        if status == 423 {
+            // Interval too brief: ask again with the registrar's minimum.
+            if let Some(min) = resp.header("Min-Expires").and_then(|v| v.trim().parse::<u32>().ok()) {
+                if min > self.config.register_expires && min <= 86_400 {
+                    self.config.register_expires = min;
+                    self.register(now);
+                    return;
+                }
+            }
+        }
+        if (200..300).contains(&status) {
+            let expires = self.granted_expires(resp).unwrap_or(self.config.register_expires).max(1);
+            self.registered = true;
+            // Refresh at half the lifetime (at least a second ahead of expiry).
+            let refresh = Duration::from_secs(u64::from(expires)) / 2;
+            self.reg_refresh_at = Some(now + refresh.max(Duration::from_millis(500)));
+            self.events.push_back(UaEvent::Registered { expires });
+        } else {
+            self.registered = false;
+            self.reg_refresh_at = None;
+            self.events.push_back(UaEvent::RegistrationFailed(Failure::from_response(resp)));
+        }
+    }
+
+    fn granted_expires(&self, resp: &Message) -> Option<u32> {
+        let ours = self.contact_uri();
+        for c in resp.headers.values("Contact") {
+            if let Ok(na) = NameAddr::parse(c) {
+                if na.uri.host_port() == ours.host_port() && na.uri.user == ours.user {
+                    if let Some(e) = na.params.get("expires").and_then(|e| e.parse().ok()) {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+        resp.header("Expires").and_then(|e| e.trim().parse().ok())
+    }
+
+    // ---------------------------------------------------------------- calls (UAC)
+
+    /// Places a call to `target` with an SDP offer; `extra` headers ride on the
+    /// INVITE. Returns the call's handle; its progress comes as events.
+    pub fn invite(&mut self, target: Uri, sdp: &str, extra: &[(&str, String)], now: Instant) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let call_id = format!("{}@dialtone", self.random_hex(20));
+        let mut from = NameAddr::new(self.aor());
+        let tag = self.random_hex(10);
+        from.params.set("tag", Some(&tag));
+        let to = NameAddr::new(target.clone());
+        let mut req = Message::request(Method::Invite, target.to_string());
+        self.common_headers(&mut req, &from, &to, &call_id, 1);
+        req.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
+        self.auth_headers(&mut req);
+        req.headers.push("User-Agent", self.config.user_agent.clone());
+        req.headers.push("Allow", ALLOW);
+        for (n, v) in extra {
+            req.headers.push(n, v.clone());
+        }
+        req.headers.push("Content-Type", "application/sdp");
+        req.body = sdp.as_bytes().to_vec();
+        self.calls.insert(
+            id,
+            Call {
+                uac: true,
+                state: CallState::Early,
+                call_id,
+                invite: Some(req.clone()),
+                uas_key: None,
+                uas_request: None,
+                dialog: None,
+                provisional_seen: false,
+                cancel_pending: false,
+                hangup_after_answer: false,
+                ack: None,
+                ok_retransmit: None,
+                reinvite_out: false,
+                reoffer_in: None,
+            },
+        );
+        self.start_client(req, Purpose::Invite(id), now);
+        id
+    }
+
+    fn on_invite_response(&mut self, id: CallId, resp: &Message, now: Instant) {
+        let status = resp.status().unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if status < 200 && std::mem::take(&mut call.cancel_pending) {
+            call.provisional_seen = true;
+            return self.send_cancel(id, now);
+        }
+        if call.state == CallState::Ended && !(200..300).contains(&status) {
+            if status >= 200 {
+                // The answer to an INVITE we cancelled (487) or gave up on.
+                self.calls.remove(&id);
+            }
+            return;
+        }
+        match status {
+            100 => call.provisional_seen = true,
+            101..=199 => {
+                call.provisional_seen = true;
+                self.events.push_back(UaEvent::Progress { call: id, response: resp.clone() });
+            }
+            200..=299 => {
+                let Some(invite) = call.invite.clone() else { return };
+                let dialog = uac_dialog(&invite, resp);
+                call.dialog = dialog;
+                let ack = self.build_ack(id, &invite);
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                call.ack = ack.clone();
+                if let Some(a) = ack {
+                    self.transmits.push_back(Transmit::Message(a));
+                }
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                if call.state == CallState::Ended || call.hangup_after_answer || call.cancel_pending {
+                    // We hung up while this answer was on its way: end it with BYE.
+                    call.state = CallState::Confirmed;
+                    call.cancel_pending = false;
+                    self.send_bye(id, now);
+                } else {
+                    call.state = CallState::Confirmed;
+                    self.events.push_back(UaEvent::Answered { call: id, response: resp.clone() });
+                }
+            }
+            _ => {
+                self.calls.remove(&id);
+                self.events.push_back(UaEvent::Failed { call: id, failure: Failure::from_response(resp) });
+            }
+        }
+    }
+
+    fn build_ack(&mut self, id: CallId, invite: &Message) -> Option<Vec<u8>> {
+        let call = self.calls.get(&id)?;
+        let d = call.dialog.clone()?;
+        let mut ack = Message::request(Method::Ack, d.remote_target.to_string());
+        let via = self.via();
+        ack.headers.push("Via", via);
+        ack.headers.push("Max-Forwards", "70");
+        ack.headers.push("From", d.local.to_string());
+        ack.headers.push("To", d.remote.to_string());
+        ack.headers.push("Call-ID", d.call_id.clone());
+        let seq = invite.cseq().map_or(1, |c| c.0);
+        ack.headers.push("CSeq", format!("{seq} ACK"));
+        for r in &d.route_set {
+            ack.headers.push("Route", r.clone());
+        }
+        Some(ack.to_bytes())
+    }
+
+    fn send_cancel(&mut self, id: CallId, now: Instant) {
+        let Some(invite) = self.calls.get(&id).and_then(|c| c.invite.clone()) else { return };
+        let mut cancel = Message::request(Method::Cancel, invite.uri());
+        for n in ["Via"] {
+            if let Some(v) = invite.headers.values(n).first() {
+                cancel.headers.push(n, *v);
+            }
+        }
+        cancel.headers.push("Max-Forwards", "70");
+        for n in ["From", "To", "Call-ID"] {
+            if let Some(v) = invite.header(n) {
+                cancel.headers.push(n, v);
+            }
+        }
+        let seq = invite.cseq().map_or(1, |c| c.0);
+        cancel.headers.push("CSeq", format!("{seq} CANCEL"));
+        for r in invite.headers.get_all("Route") {
+            cancel.headers.push("Route", r);
+        }
+        self.start_client(cancel, Purpose::Cancel(id), now);
+    }
+
+    /// Ends a call the way its state calls for: CANCEL for our unanswered INVITE (sent
+    /// once a provisional response shows the INVITE arrived, RFC 3261 §9.1), BYE for an
+    /// established dialog, 487 for an unanswered incoming INVITE. Ending an ended call
+    /// does nothing.
+    pub fn hangup(&mut self, id: CallId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        match (call.uac, call.state) {
+            (_, CallState::Ended) => {}
+            (true, CallState::Early) => {
+                call.state = CallState::Ended;
+                if call.provisional_seen {
+                    self.send_cancel(id, now);
+                } else {
+                    call.cancel_pending = true;
+                }
+            }
+            (false, CallState::Early) => self.reject(id, 487, None, now),
+            (_, CallState::Answered | CallState::Confirmed) => self.send_bye(id, now),
+        }
+    }
+
+    fn send_bye(&mut self, id: CallId, now: Instant) {
+        let Some(req) = self.in_dialog_request(id, Method::Bye) else { return };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::Ended;
+            c.ok_retransmit = None;
+        }
+        self.start_client(req, Purpose::Bye(id), now);
+    }
+
+    fn in_dialog_request(&mut self, id: CallId, method: Method) -> Option<Message> {
+        let via = self.via();
+        let call = self.calls.get_mut(&id)?;
+        let d = call.dialog.as_mut()?;
+        d.local_seq += 1;
+        let mut req = Message::request(method.clone(), d.remote_target.to_string());
+        req.headers.push("Via", via);
+        req.headers.push("Max-Forwards", "70");
+        req.headers.push("From", d.local.to_string());
+        req.headers.push("To", d.remote.to_string());
+        req.headers.push("Call-ID", d.call_id.clone());
+        req.headers.push("CSeq", format!("{} {method}", d.local_seq));
+        for r in &d.route_set {
+            req.headers.push("Route", r.clone());
+        }
+        Some(req)
+    }
+
+    /// Sends a re-INVITE with a new offer (hold, resume, or re-attaching the dialog
+    /// after a reconnection; our new Contact rides along). Returns false if the call
+    /// has no dialog or an INVITE transaction is already in progress.
+    pub fn reinvite(&mut self, id: CallId, sdp: &str, now: Instant) -> bool {
+        let busy = self.calls.get(&id).is_none_or(|c| {
+            c.state != CallState::Confirmed || c.reinvite_out || c.reoffer_in.is_some() || c.dialog.is_none()
+        });
+        if busy {
+            return false;
+        }
+        let contact = NameAddr::new(self.contact_uri()).to_string();
+        let Some(mut req) = self.in_dialog_request(id, Method::Invite) else { return false };
+        req.headers.push("Contact", contact);
+        self.auth_headers(&mut req);
+        req.headers.push("Allow", ALLOW);
+        req.headers.push("Content-Type", "application/sdp");
+        req.body = sdp.as_bytes().to_vec();
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.reinvite_out = true;
+            c.invite = Some(req.clone());
+        }
+        self.start_client(req, Purpose::Reinvite(id), now);
+        true
+    }
+
+    fn on_reinvite_response(&mut self, id: CallId, resp: &Message, now: Instant) {
+        let status = resp.status().unwrap_or(0);
+        if status < 200 {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.reinvite_out = false;
+        if (200..300).contains(&status) {
+            if let (Some(d), Some(c)) = (call.dialog.as_mut(), contact_of(resp)) {
+                d.remote_target = c;
+            }
+            let Some(invite) = call.invite.clone() else { return };
+            if let Some(ack) = self.build_ack(id, &invite) {
+                self.transmits.push_back(Transmit::Message(ack.clone()));
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.ack = Some(ack);
+                }
+            }
+            self.events.push_back(UaEvent::ReofferAnswered { call: id, response: resp.clone() });
+        } else {
+            let failure = Failure::from_response(resp);
+            // 481 and 408 end the dialog (RFC 3261 §14.1).
+            if matches!(status, 408 | 481) {
+                self.send_bye(id, now);
+                self.events.push_back(UaEvent::Ended { call: id, by_peer: false, failure: Some(failure) });
+            } else {
+                self.events.push_back(UaEvent::ReofferFailed { call: id, failure });
+            }
+        }
+    }
+
+    /// Sends an in-dialog INFO; the result comes as [`UaEvent::InfoResult`] with the
+    /// returned id. `None` if the call has no dialog.
+    pub fn info(
+        &mut self,
+        id: CallId,
+        content_type: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+        now: Instant,
+    ) -> Option<u64> {
+        let confirmed = self.calls.get(&id).is_some_and(|c| c.state == CallState::Confirmed);
+        if !confirmed {
+            return None;
+        }
+        let mut req = self.in_dialog_request(id, Method::Info)?;
+        for (n, v) in extra {
+            req.headers.push(n, v.clone());
+        }
+        req.headers.push("Content-Type", content_type);
+        req.body = body.to_vec();
+        let n = self.next_info;
+        self.next_info += 1;
+        self.start_client(req, Purpose::Info(id, n), now);
+        Some(n)
+    }
+
+    // ---------------------------------------------------------------- calls (UAS)
+
+    fn respond_in(&mut self, key: &(String, Method), resp: Message, now: Instant) {
+        let bytes = resp.to_bytes();
+        if let Some(tx) = self.server.get_mut(key) {
+            if !tx.respond(&resp, bytes.clone(), now) {
+                return;
+            }
+        }
+        self.transmits.push_back(Transmit::Message(bytes));
+        self.touch(now);
+    }
+
+    /// Sends a provisional response (180 Ringing, 183) to an incoming INVITE.
+    pub fn provisional(&mut self, id: CallId, status: u16, now: Instant) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.state != CallState::Early || call.uac {
+            return;
+        }
+        let (Some(key), Some(req), Some(d)) =
+            (call.uas_key.clone(), call.uas_request.clone(), call.dialog.clone())
+        else {
+            return;
+        };
+        let mut resp = response_to(&req, status, Some(&d.local_tag));
+        resp.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
+        self.respond_in(&key, resp, now);
+    }
+
+    /// Answers an incoming INVITE with 200 OK and our SDP; the 200 is retransmitted
+    /// until the ACK comes ([`UaEvent::Confirmed`]).
+    pub fn answer(&mut self, id: CallId, sdp: &str, now: Instant) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.state != CallState::Early || call.uac {
+            return;
+        }
+        let (Some(key), Some(req), Some(d)) =
+            (call.uas_key.clone(), call.uas_request.clone(), call.dialog.clone())
+        else {
+            return;
+        };
+        let mut resp = response_to(&req, 200, Some(&d.local_tag));
+        resp.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
+        resp.headers.push("Allow", ALLOW);
+        resp.headers.push("Content-Type", "application/sdp");
+        resp.body = sdp.as_bytes().to_vec();
+        let bytes = resp.to_bytes();
+        self.respond_in(&key, resp, now);
+        let t1 = self.config.timers.t1;
+        let reliable = self.flow.reliable;
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::Answered;
+            c.ok_retransmit = Some((bytes, (!reliable).then(|| now + t1), t1, now + t1 * 64));
+        }
+    }
+
+    /// Refuses an incoming INVITE (600 `Call Rejected`... any final failure status).
+    pub fn reject(&mut self, id: CallId, status: u16, reason: Option<&str>, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.state != CallState::Early || call.uac {
+            return;
+        }
+        call.state = CallState::Ended;
+        let (Some(key), Some(req)) = (call.uas_key.clone(), call.uas_request.clone()) else { return };
+        let tag = call.dialog.as_ref().map(|d| d.local_tag.clone());
+        let mut resp = response_to(&req, status, tag.as_deref());
+        if let Some(r) = reason {
+            resp.start = StartLine::Response { status, reason: r.to_owned() };
+        }
+        self.respond_in(&key, resp, now);
+    }
+
+    /// Answers a peer's re-INVITE with 200 and our SDP, or with a failure status when
+    /// `sdp` is `None` (488 Not Acceptable Here).
+    pub fn answer_reoffer(&mut self, id: CallId, sdp: Option<&str>, now: Instant) {
+        let contact = NameAddr::new(self.contact_uri()).to_string();
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some((branch, method, req)) = call.reoffer_in.take() else { return };
+        let tag = call.dialog.as_ref().map(|d| d.local_tag.clone());
+        let mut resp = response_to(&req, if sdp.is_some() { 200 } else { 488 }, tag.as_deref());
+        if let Some(sdp) = sdp {
+            resp.headers.push("Contact", contact);
+            resp.headers.push("Content-Type", "application/sdp");
+            resp.body = sdp.as_bytes().to_vec();
+            let t1 = self.config.timers.t1;
+            let bytes = resp.to_bytes();
+            let reliable = self.flow.reliable;
+            call.ok_retransmit = Some((bytes, (!reliable).then(|| now + t1), t1, now + t1 * 64));
+        }
+        self.respond_in(&(branch, method), resp, now);
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Takes one whole message (or a keepalive) from the flow.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        if data == b"\r\n\r\n" {
+            self.transmits.push_back(Transmit::Pong);
+            return;
+        }
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            return;
+        }
+        let msg = match Message::parse(data, self.config.max_message_size) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(data, e),
+        };
+        if let Err(e) = check_required(&msg) {
+            return self.malformed(data, e);
+        }
+        if msg.is_request() {
+            self.on_request(msg, now);
+        } else {
+            self.on_response(msg, now);
+        }
+    }
+
+    fn malformed(&mut self, data: &[u8], e: ParseError) {
+        tracing::warn!(error = %e, "malformed SIP message");
+        if !matches!(e, ParseError::TooLarge { .. }) {
+            if let Some(resp) = bad_request_for(data, &e) {
+                self.transmits.push_back(Transmit::Message(resp.to_bytes()));
+            }
+        } else if let Some(mut resp) = bad_request_for(data, &e) {
+            resp.start = StartLine::Response { status: 513, reason: "Message Too Large".into() };
+            self.transmits.push_back(Transmit::Message(resp.to_bytes()));
+        }
+        self.events.push_back(UaEvent::Malformed(e));
+    }
+
+    fn on_response(&mut self, resp: Message, now: Instant) {
+        let (Some(branch), Some((_, method))) = (resp.top_branch(), resp.cseq()) else { return };
+        let key = (branch, method.clone());
+        let Some((tx, purpose)) = self.client.get_mut(&key) else {
+            // A retransmitted 2xx to an INVITE whose transaction is gone: ACK again.
+            if method == Method::Invite && resp.status().is_some_and(|s| (200..300).contains(&s)) {
+                let ack = self
+                    .calls
+                    .values()
+                    .find(|c| Some(c.call_id.as_str()) == resp.call_id())
+                    .and_then(|c| c.ack.clone());
+                if let Some(a) = ack {
+                    self.transmits.push_back(Transmit::Message(a));
+                }
+            }
+            return;
+        };
+        let purpose = *purpose;
+        let (verdict, ack) = tx.on_response(&resp, now);
+        if let Some(a) = ack {
+            self.transmits.push_back(Transmit::Message(a));
+        }
+        if verdict == ClientVerdict::Absorb {
+            return;
+        }
+        self.dispatch_response(purpose, &resp, now);
+    }
+
+    fn dispatch_response(&mut self, purpose: Purpose, resp: &Message, now: Instant) {
+        let status = resp.status().unwrap_or(0);
+        match purpose {
+            Purpose::Register | Purpose::Unregister => self.on_register_response(purpose, resp, now),
+            Purpose::Invite(id) => self.on_invite_response(id, resp, now),
+            Purpose::Reinvite(id) => self.on_reinvite_response(id, resp, now),
+            Purpose::Cancel(_) => {}
+            Purpose::Bye(id) => {
+                if status >= 200 {
+                    let failure = (status >= 300 && status != 481).then(|| Failure::from_response(resp));
+                    self.finish_call(id, false, failure);
+                }
+            }
+            Purpose::Info(id, n) => {
+                if status >= 200 {
+                    let result = if status < 300 { Ok(()) } else { Err(Failure::from_response(resp)) };
+                    self.events.push_back(UaEvent::InfoResult { call: id, id: n, result });
+                    if matches!(status, 408 | 481) {
+                        self.send_bye(id, now);
+                        self.finish_call(id, false, Some(Failure::from_response(resp)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_call(&mut self, id: CallId, by_peer: bool, failure: Option<Failure>) {
+        if let Some(c) = self.calls.remove(&id) {
+            if c.dialog.is_some() || c.uac {
+                self.events.push_back(UaEvent::Ended { call: id, by_peer, failure });
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Message, now: Instant) {
+        let method = req.method().unwrap_or(Method::Options);
+        let Some(branch) = req.top_branch() else {
+            let resp = response_to(&req, 400, None);
+            self.send(&resp, now);
+            return;
+        };
+        if method == Method::Ack {
+            return self.on_ack(&req, &branch, now);
+        }
+        let key = (branch.clone(), method.clone());
+        if let Some(tx) = self.server.get(&key) {
+            if let Some(bytes) = tx.on_retransmission() {
+                self.transmits.push_back(Transmit::Message(bytes));
+            }
+            return;
+        }
+        self.server.insert(key.clone(), ServerTx::new(&method, self.flow.reliable, self.config.timers));
+        match method {
+            Method::Invite => self.on_invite(req, key, now),
+            Method::Cancel => self.on_cancel(&req, key, now),
+            Method::Bye => match self.find_dialog_call(&req) {
+                Some(id) => {
+                    self.respond_in(&key, response_to(&req, 200, None), now);
+                    self.finish_call(id, true, None);
+                }
+                None => self.respond_in(&key, response_to(&req, 481, None), now),
+            },
+            Method::Info => match self.find_dialog_call(&req) {
+                Some(id) => {
+                    if req.header("Content-Type").is_none() && !req.body.is_empty() {
+                        let mut r = response_to(&req, 415, None);
+                        r.headers.push("Accept", "application/json, application/dtmf-relay, text/plain");
+                        self.respond_in(&key, r, now);
+                    } else {
+                        self.respond_in(&key, response_to(&req, 200, None), now);
+                        self.events.push_back(UaEvent::Info { call: id, request: req });
+                    }
+                }
+                None => self.respond_in(&key, response_to(&req, 481, None), now),
+            },
+            Method::Options => {
+                let mut r = response_to(&req, 200, None);
+                r.headers.push("Allow", ALLOW);
+                r.headers.push("Accept", "application/sdp");
+                self.respond_in(&key, r, now);
+            }
+            _ => {
+                let mut r = response_to(&req, 405, None);
+                r.headers.push("Allow", ALLOW);
+                self.respond_in(&key, r, now);
+            }
+        }
+    }
+
+    fn find_dialog_call(&mut self, req: &Message) -> Option<CallId> {
+        let call_id = req.call_id()?;
+        let from_tag =
+            req.header("From").and_then(|f| NameAddr::parse(f).ok()).and_then(|n| n.tag().map(str::to_owned));
+        let to_tag =
+            req.header("To").and_then(|f| NameAddr::parse(f).ok()).and_then(|n| n.tag().map(str::to_owned));
+        let seq = req.cseq().map(|c| c.0);
+        let (id, call) = self.calls.iter_mut().find(|(_, c)| {
+            c.call_id == call_id
+                && c.dialog.as_ref().is_some_and(|d| {
+                    Some(&d.remote_tag) == from_tag.as_ref() && Some(&d.local_tag) == to_tag.as_ref()
+                })
+        })?;
+        if let (Some(d), Some(seq)) = (call.dialog.as_mut(), seq) {
+            d.remote_seq = Some(seq);
+        }
+        Some(*id)
+    }
+
+    fn on_invite(&mut self, req: Message, key: (String, Method), now: Instant) {
+        let has_to_tag =
+            req.header("To").and_then(|t| NameAddr::parse(t).ok()).is_some_and(|n| n.tag().is_some());
+        if has_to_tag {
+            // A re-INVITE.
+            let Some(id) = self.find_dialog_call(&req) else {
+                return self.respond_in(&key, response_to(&req, 481, None), now);
+            };
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            if call.reinvite_out || call.reoffer_in.is_some() || call.state == CallState::Answered {
+                let mut r = response_to(&req, 491, call.dialog.as_ref().map(|d| d.local_tag.as_str()));
+                r.headers.push("Retry-After", "1");
+                return self.respond_in(&key, r, now);
+            }
+            if let (Some(d), Some(c)) = (call.dialog.as_mut(), contact_of(&req)) {
+                d.remote_target = c;
+            }
+            call.reoffer_in = Some((key.0, key.1, req.clone()));
+            self.events.push_back(UaEvent::Reoffer { call: id, request: req });
+            return;
+        }
+        let Some(dialog) = self.uas_dialog(&req) else {
+            return self.respond_in(&key, response_to(&req, 400, None), now);
+        };
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(
+            id,
+            Call {
+                uac: false,
+                state: CallState::Early,
+                call_id: dialog.call_id.clone(),
+                invite: None,
+                uas_key: Some(key.clone()),
+                uas_request: Some(req.clone()),
+                dialog: Some(dialog),
+                provisional_seen: false,
+                cancel_pending: false,
+                hangup_after_answer: false,
+                ack: None,
+                ok_retransmit: None,
+                reinvite_out: false,
+                reoffer_in: None,
+            },
+        );
+        self.respond_in(&key, response_to(&req, 100, None), now);
+        self.events.push_back(UaEvent::Incoming { call: id, request: req });
+    }
+
+    fn uas_dialog(&mut self, req: &Message) -> Option<Dialog> {
+        let remote = NameAddr::parse(req.header("From")?).ok()?;
+        let local = NameAddr::parse(req.header("To")?).ok()?;
+        let remote_tag = remote.tag()?.to_owned();
+        let local_tag = self.random_hex(10);
+        let mut local = local;
+        local.params.set("tag", Some(&local_tag));
+        Some(Dialog {
+            call_id: req.call_id()?.to_owned(),
+            local_tag,
+            remote_tag,
+            local,
+            remote,
+            local_seq: 0,
+            remote_seq: req.cseq().map(|c| c.0),
+            remote_target: contact_of(req)?,
+            route_set: req.headers.values("Record-Route").into_iter().map(str::to_owned).collect(),
+        })
+    }
+
+    fn on_cancel(&mut self, req: &Message, key: (String, Method), now: Instant) {
+        let invite_key = (key.0.clone(), Method::Invite);
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.uas_key.as_ref() == Some(&invite_key))
+            .map(|(id, c)| (*id, c.state));
+        match found {
+            Some((id, CallState::Early)) => {
+                self.respond_in(&key, response_to(req, 200, None), now);
+                self.reject(id, 487, None, now);
+                self.calls.remove(&id);
+                self.events.push_back(UaEvent::IncomingCancelled { call: id, request: req.clone() });
+            }
+            // Answered already: the CANCEL has no effect on the INVITE (RFC 3261 §9.2).
+            Some(_) => self.respond_in(&key, response_to(req, 200, None), now),
+            None => self.respond_in(&key, response_to(req, 481, None), now),
+        }
+    }
+
+    fn on_ack(&mut self, req: &Message, branch: &str, now: Instant) {
+        if let Some(tx) = self.server.get_mut(&(branch.to_owned(), Method::Invite)) {
+            if !tx.is_terminated() {
+                tx.on_ack(now);
+                return;
+            }
+        }
+        let Some(id) = self.find_dialog_call(req) else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.ok_retransmit = None;
+        if let Some(c) = contact_of(req) {
+            if let Some(d) = call.dialog.as_mut() {
+                d.remote_target = c;
+            }
+        }
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+            self.events.push_back(UaEvent::Confirmed { call: id });
+        }
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// When [`UserAgent::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let tx = self.client.values().filter_map(|(t, _)| t.next_timeout());
+        let stx = self.server.values().filter_map(ServerTx::next_timeout);
+        let ok =
+            self.calls.values().filter_map(|c| c.ok_retransmit.as_ref()).map(
+                |(_, at, _, give_up)| match at {
+                    Some(a) => (*a).min(*give_up),
+                    None => *give_up,
+                },
+            );
+        tx.chain(stx).chain(ok).chain(self.reg_refresh_at).chain(self.keepalive_at).min()
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut fired = Vec::new();
+        for (key, (tx, purpose)) in self.client.iter_mut() {
+            while tx.next_timeout().is_some_and(|t| t <= now) {
+                match tx.on_timer(now) {
+                    Some(TxTimerAction::Retransmit(b)) => self.transmits.push_back(Transmit::Message(b)),
+                    Some(TxTimerAction::TimedOut) => fired.push((key.clone(), *purpose)),
+                    None => {}
+                }
+                if tx.is_terminated() {
+                    break;
+                }
+            }
+        }
+        self.client.retain(|_, (tx, _)| !tx.is_terminated());
+        for (_, purpose) in fired {
+            self.on_client_timeout(purpose, now);
+        }
+        let mut no_ack = Vec::new();
+        for tx in self.server.values_mut() {
+            while tx.next_timeout().is_some_and(|t| t <= now) {
+                match tx.on_timer(now) {
+                    Some(TxTimerAction::Retransmit(b)) => self.transmits.push_back(Transmit::Message(b)),
+                    Some(TxTimerAction::TimedOut) => no_ack.push(()),
+                    None => {}
+                }
+                if tx.is_terminated() {
+                    break;
+                }
+            }
+        }
+        self.server.retain(|_, tx| !tx.is_terminated());
+        // 2xx retransmission and timer-H-like give-up for answers never ACKed.
+        let mut lost = Vec::new();
+        for (id, call) in self.calls.iter_mut() {
+            let Some((bytes, at, interval, give_up)) = call.ok_retransmit.as_mut() else { continue };
+            if *give_up <= now {
+                lost.push(*id);
+                continue;
+            }
+            if at.is_some_and(|a| a <= now) {
+                self.transmits.push_back(Transmit::Message(bytes.clone()));
+                *interval = (*interval * 2).min(self.config.timers.t2);
+                *at = Some(now + *interval);
+            }
+        }
+        for id in lost {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.ok_retransmit = None;
+                if c.state == CallState::Answered {
+                    c.state = CallState::Confirmed;
+                }
+            }
+            self.send_bye(id, now);
+            self.events.push_back(UaEvent::Ended {
+                call: id,
+                by_peer: false,
+                failure: Some(Failure {
+                    status: 408,
+                    reason: "no ACK for the answer".into(),
+                    response: None,
+                }),
+            });
+        }
+        if self.reg_refresh_at.is_some_and(|t| t <= now) {
+            self.reg_refresh_at = None;
+            self.register(now);
+        }
+        if self.keepalive_at.is_some_and(|t| t <= now) {
+            self.transmits.push_back(Transmit::Keepalive);
+            self.touch(now);
+        }
+    }
+
+    fn on_client_timeout(&mut self, purpose: Purpose, now: Instant) {
+        match purpose {
+            Purpose::Register => {
+                self.registered = false;
+                self.events.push_back(UaEvent::RegistrationFailed(Failure::timeout()));
+            }
+            Purpose::Unregister => self.registered = false,
+            Purpose::Invite(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    if c.state == CallState::Early || c.cancel_pending {
+                        let was_ended = c.state == CallState::Ended;
+                        c.state = CallState::Ended;
+                        if !was_ended {
+                            self.events.push_back(UaEvent::Failed { call: id, failure: Failure::timeout() });
+                        }
+                    }
+                }
+            }
+            Purpose::Cancel(_) => {}
+            Purpose::Bye(id) => self.finish_call(id, false, None),
+            Purpose::Reinvite(id) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.reinvite_out = false;
+                }
+                self.send_bye(id, now);
+                self.finish_call(id, false, Some(Failure::timeout()));
+            }
+            Purpose::Info(id, n) => self.events.push_back(UaEvent::InfoResult {
+                call: id,
+                id: n,
+                result: Err(Failure::timeout()),
+            }),
+        }
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.events.pop_front()
+    }
+
+    /// The calls the user agent still tracks.
+    pub fn calls(&self) -> Vec<CallId> {
+        let mut v: Vec<CallId> = self.calls.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the call's dialog is established (answered and not ended).
+    pub fn is_established(&self, id: CallId) -> bool {
+        self.calls.get(&id).is_some_and(|c| matches!(c.state, CallState::Confirmed | CallState::Answered))
+    }
+
+    /// Forgets a call without sending anything (its flow is gone for good).
+    pub fn forget(&mut self, id: CallId) {
+        self.calls.remove(&id);
+        self.client.retain(|_, (_, p)| !matches!(p, Purpose::Invite(c) | Purpose::Cancel(c) | Purpose::Bye(c) | Purpose::Reinvite(c) | Purpose::Info(c, _) if *c == id));
+    }
+}
+
+/// The remote target in a message's Contact.
+fn contact_of(m: &Message) -> Option<Uri> {
+    let c = m.headers.values("Contact").into_iter().next()?;
+    NameAddr::parse(c).ok().map(|n| n.uri)
+}
+
+fn uac_dialog(invite: &Message, resp: &Message) -> Option<Dialog> {
+    let local = NameAddr::parse(invite.header("From")?).ok()?;
+    let remote = NameAddr::parse(resp.header("To")?).ok()?;
+    let mut route_set: Vec<String> =
+        resp.headers.values("Record-Route").into_iter().map(str::to_owned).collect();
+    route_set.reverse();
+    Some(Dialog {
+        call_id: invite.call_id()?.to_owned(),
+        local_tag: local.tag()?.to_owned(),
+        remote_tag: remote.tag().unwrap_or("").to_owned(),
+        local,
+        remote,
+        local_seq: invite.cseq().map_or(1, |c| c.0),
+        remote_seq: None,
+        remote_target: contact_of(resp).or_else(|| Uri::parse(invite.uri()).ok())?,
+        route_set,
+    })
+}
+
+/// Checks that a message has the headers every SIP message must have.
+fn check_required(m: &Message) -> Result<(), ParseError> {
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if m.header(name).is_none() {
+            return Err(ParseError::HeaderValue { name: name.into(), reason: "missing".into() });
+        }
+    }
+    let bad = |name: &str, reason: &str| ParseError::HeaderValue { name: name.into(), reason: reason.into() };
+    let (_, cseq_method) = m.cseq().ok_or_else(|| bad("CSeq", "not `number METHOD`"))?;
+    if let StartLine::Request { method, uri } = &m.start {
+        if *method != cseq_method {
+            return Err(bad("CSeq", "method differs from the request line"));
+        }
+        Uri::parse(uri)?;
+    }
+    for v in m.headers.values("Via") {
+        Via::parse(v)?;
+    }
+    NameAddr::parse(m.header("From").unwrap_or(""))?;
+    NameAddr::parse(m.header("To").unwrap_or(""))?;
+    Ok(())
+}
+
+/// A response to a request (RFC 3261 §8.2.6): Via, From, To (with our tag when
+/// given and the request had none), Call-ID and CSeq copied.
+pub fn response_to(req: &Message, status: u16, to_tag: Option<&str>) -> Message {
+    let mut r = Message::response(status);
+    for v in req.headers.get_all("Via") {
+        r.headers.push("Via", v);
+    }
+    for n in ["From"] {
+        if let Some(v) = req.header(n) {
+            r.headers.push(n, v);
+        }
+    }
+    // A dialog-creating response carries the Record-Route of its request (§12.1.1).
+    if req.method() == Some(Method::Invite) && status > 100 && status < 300 {
+        for rr in req.headers.get_all("Record-Route") {
+            r.headers.push("Record-Route", rr);
+        }
+    }
+    if let Some(to) = req.header("To") {
+        match (to_tag, NameAddr::parse(to)) {
+            (Some(tag), Ok(mut na)) if na.tag().is_none() && status > 100 => {
+                na.params.set("tag", Some(tag));
+                r.headers.push("To", na.to_string());
+            }
+            _ => r.headers.push("To", to),
+        }
+    }
+    for n in ["Call-ID", "CSeq"] {
+        if let Some(v) = req.header(n) {
+            r.headers.push(n, v);
+        }
+    }
+    r
+}
+
+/// Parameters of a header value after its first `;` (for Reason and the like).
+pub fn header_params(value: &str) -> Params {
+    Params::parse(value.split_once(';').map_or("", |(_, p)| p))
+}
