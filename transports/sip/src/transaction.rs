@@ -348,8 +348,7 @@ mod tests {
         let mut tx = ClientTx::new(invite(), false, Timers::default(), t0);
         let mut sends = Vec::new();
         let mut now = t0;
-        loop {
-            let Some(at) = tx.next_timeout() else { break };
+        while let Some(at) = tx.next_timeout() {
             now = at;
             match tx.on_timer(now) {
                 Some(TxTimerAction::Retransmit(_)) => sends.push(now - t0),
