@@ -19,6 +19,20 @@ pub struct TlsSettings {
     pub pinned_cert_sha256: Option<String>,
 }
 
+impl TlsSettings {
+    /// Also trusts the CA certificates in this PEM file.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Trusts exactly the certificate with this SHA-256 (hex, colons allowed).
+    pub fn with_pinned_cert_sha256(mut self, sha256_hex: impl Into<String>) -> Self {
+        self.pinned_cert_sha256 = Some(sha256_hex.into());
+        self
+    }
+}
+
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

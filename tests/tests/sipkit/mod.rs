@@ -80,6 +80,9 @@ pub struct Kamailio {
     pub udp: u16,
     pub tcp: u16,
     pub ws: u16,
+    pub tls: u16,
+    /// The CA that signed Kamailio's TLS certificate (PEM file).
+    pub ca_file: PathBuf,
     _peer: Peer,
     _dir: Scratch,
 }
@@ -92,10 +95,14 @@ children=2
 tcp_children=2
 auto_aliases=no
 tcp_accept_no_cl=yes
+enable_tls=yes
+listen=tls:127.0.0.1:@TLS@
 listen=udp:127.0.0.1:@UDP@
 listen=tcp:127.0.0.1:@TCP@
 listen=tcp:127.0.0.1:@WS@
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tls.so"
+modparam("tls", "config", "@DIR@/tls.cfg")
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -123,7 +130,7 @@ request_route {
     }
     if (has_totag()) {
         if (loose_route()) {
-            if (is_method("INVITE")) { record_route(); }
+            remove_hf("Authorization");
             t_relay();
             exit;
         }
@@ -135,6 +142,9 @@ request_route {
         exit;
     }
     remove_hf("Route");
+    # The Bearer token is for this proxy, never for the callee (and PJSIP cannot
+    # parse RFC 8898 token68 credentials anyway).
+    remove_hf("Authorization");
     if (is_method("REGISTER")) {
         save("location");
         exit;
@@ -158,8 +168,20 @@ event_route[xhttp:request] {
 impl Kamailio {
     pub async fn start() -> Kamailio {
         let dir = Scratch::new("kamailio");
-        let (udp, tcp, ws) = (free_port(), free_port(), free_port());
+        let (udp, tcp, ws, tls) = (free_port(), free_port(), free_port(), free_port());
+        let ca_file = write_test_pki(&dir.0);
+        std::fs::write(
+            dir.0.join("tls.cfg"),
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+                 private_key = {0}/key.pem\ncertificate = {0}/cert.pem\n\n[client:default]\n\
+                 verify_certificate = no\nrequire_certificate = no\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
         let cfg = KAMAILIO_CFG
+            .replace("@TLS@", &tls.to_string())
             .replace("@UDP@", &udp.to_string())
             .replace("@TCP@", &tcp.to_string())
             .replace("@WS@", &ws.to_string())
@@ -191,7 +213,7 @@ impl Kamailio {
                 break;
             }
             if TcpStream::connect(("127.0.0.1", ws)).await.is_ok() {
-                return Kamailio { udp, tcp, ws, _peer: peer, _dir: dir };
+                return Kamailio { udp, tcp, ws, tls, ca_file, _peer: peer, _dir: dir };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -199,9 +221,32 @@ impl Kamailio {
         panic!("kamailio did not start:\n{log}");
     }
 
+    /// Where Kamailio's certificate and key are (for peers that need one of their own).
+    pub fn cert_and_key(&self) -> (PathBuf, PathBuf) {
+        (self._dir.0.join("cert.pem"), self._dir.0.join("key.pem"))
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.ws)
     }
+}
+
+/// Writes a test CA (`ca.pem`) and a certificate for 127.0.0.1 and localhost signed by
+/// it (`cert.pem`, `key.pem`) into `dir`; returns the CA file's path.
+pub fn write_test_pki(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    dir.join("ca.pem")
 }
 
 /// Everything a client's delegates heard, in order.
@@ -301,6 +346,15 @@ pub fn init_logs() {
 
 impl Client {
     pub fn new(identity: &str, server: &str, transport: Arc<dyn SignalingTransport>, domain: &str) -> Client {
+        Client::with_target(identity, TransportTarget::new(server), transport, domain)
+    }
+
+    pub fn with_target(
+        identity: &str,
+        target: TransportTarget,
+        transport: Arc<dyn SignalingTransport>,
+        domain: &str,
+    ) -> Client {
         init_logs();
         let heard_audio: Recordings = Arc::default();
         let sink = heard_audio.clone();
@@ -312,7 +366,7 @@ impl Client {
             Ok(MediaSessionConfig::new(codecs(), Box::new(capturer), Box::new(renderer)))
         });
         let engine_cfg = RtpEngineConfig { ports: None, ..Default::default() };
-        let config = AgentConfig::new(TransportTarget::new(server)).with_domain(domain);
+        let config = AgentConfig::new(target).with_domain(domain);
         let agent = SipAgent::new(config, transport, Arc::new(RtpEngine::new(engine_cfg)), factory);
         let (tx, events) = mpsc::unbounded_channel();
         let voice = Voice::builder(agent.clone())
