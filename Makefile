@@ -1,14 +1,15 @@
 # The two commands of the README. Both install what is missing first (scripts/setup).
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit doc
+.PHONY: demo test setup lint unit doc fuzz
 
 ## Runs the demo: an in-process server and two clients, alice calling bob.
 demo: setup
 	$(CARGO) run --quiet -p dialtone-cli --bin dialtone -- demo
 
-## Runs the whole test suite: format, lints, docs, unit, integration and doc tests.
-test: setup lint doc unit
+## Runs the whole test suite: format, lints, docs, unit, integration and doc tests,
+## then every SIP fuzz target for a bounded time.
+test: setup lint doc unit fuzz
 
 setup:
 	@bash scripts/setup
@@ -22,3 +23,7 @@ doc:
 
 unit:
 	$(CARGO) test --workspace --no-fail-fast
+
+# Each SIP parser's fuzz target for a bounded time (FUZZ_SECONDS, default 20).
+fuzz:
+	bash scripts/fuzz

@@ -535,6 +535,9 @@ fn parse_head(head: &[u8]) -> Result<(Message, Option<usize>), ParseError> {
                 return Err(ParseError::Header("a continuation line before any header".into()));
             };
             let more = line.trim();
+            if more.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(ParseError::Header(format!("control character in {}", last.0)));
+            }
             if !more.is_empty() {
                 if !last.1.is_empty() {
                     last.1.push(' ');
@@ -784,8 +787,13 @@ pub fn bad_request_for(raw: &[u8], error: &ParseError) -> Option<Message> {
         let n = canonical_name(n.trim());
         let idx = ["Via", "From", "To", "Call-ID", "CSeq"].iter().position(|k| *k == n);
         if let Some(i) = idx {
+            let v = v.trim();
+            // A value that cannot be echoed faithfully cannot address a response.
+            if v.chars().any(|c| c == char::REPLACEMENT_CHARACTER || (c.is_control() && c != '\t')) {
+                return None;
+            }
             seen[i] = true;
-            resp.headers.push(&n, v.trim());
+            resp.headers.push(&n, v);
         }
     }
     if !seen.iter().all(|s| *s) {
