@@ -115,7 +115,10 @@ loadmodule "siputils.so"
 loadmodule "xhttp.so"
 loadmodule "websocket.so"
 loadmodule "ctl.so"
+loadmodule "nathelper.so"
 modparam("usrloc", "db_mode", 0)
+modparam("nathelper", "received_avp", "$avp(RECEIVED)")
+modparam("registrar", "received_avp", "$avp(RECEIVED)")
 modparam("ctl", "binrpc", "unix:@DIR@/ctl.sock")
 modparam("tm", "fr_inv_timer", 60000)
 
@@ -146,6 +149,9 @@ request_route {
     # parse RFC 8898 token68 credentials anyway).
     remove_hf("Authorization");
     if (is_method("REGISTER")) {
+        # Browser clients put an unroutable `.invalid` host in their Contact: reach
+        # them over the connection they registered on (RFC 7118 section 5).
+        if (proto == WS || proto == WSS) { fix_nated_register(); }
         save("location");
         exit;
     }
