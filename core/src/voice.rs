@@ -131,6 +131,10 @@ pub trait VoiceBackend: Send + Sync {
     fn invite_command(&self, invite: &InviteDetails, command: InviteCommand);
     /// The call's media statistics, if it has media.
     fn stats(&self, call: Uuid) -> Option<StatsReport>;
+    /// Uses a new access token from now on (and refreshes the registration with it).
+    fn update_token(&self, access_token: &str) {
+        let _ = access_token;
+    }
 }
 
 /// Hears about invites: those a push payload carries
@@ -469,6 +473,12 @@ impl Voice {
                 json!({"code": e.code(), "message": e.message()}),
             ),
         }
+    }
+
+    /// Hands the signaling layer a fresh access token before the old one expires: the
+    /// next requests carry it and a registration is refreshed with it.
+    pub fn update_token(&self, access_token: &str) {
+        self.shared.backend.update_token(access_token);
     }
 
     /// Sets the delegate for invites arriving over the signaling connection.

@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use dialtone_core::{CallMessage, CallState};
 use dialtone_transport_ws::WsTransport;
+use std::time::Duration;
+
+use dialtone_core::parts::TransportTarget;
+use dialtone_sip::AgentConfig;
 use sipkit::{rms, Client, Heard, Kamailio, Relay};
 
 fn ws() -> Arc<WsTransport> {
@@ -132,4 +136,46 @@ async fn a_killed_websocket_reconnects_mid_call_without_stopping_media() {
     call.disconnect();
     bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
     assert_eq!(answered.state(), CallState::Disconnected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_while_ringing_fails_the_call_and_a_server_gone_for_the_window_ends_it() {
+    let kam = Kamailio::start().await;
+    let relay = Relay::start(format!("127.0.0.1:{}", kam.ws).parse().unwrap()).await;
+    let mut config =
+        AgentConfig::new(TransportTarget::new(format!("ws://{}", relay.addr))).with_domain("127.0.0.1");
+    config.reconnect_window = Duration::from_secs(3);
+    let mut alice = Client::with_config("alice", config, ws());
+    let mut bob = Client::new("bob", &kam.ws_url(), ws(), "127.0.0.1");
+    alice.register().await;
+    bob.register().await;
+
+    // Ringing, then the connection drops: the call fails with 53001.
+    let call = alice.connect("client:bob", &[]);
+    let _invite = bob.invite(10).await;
+    alice.wait_for(10, "ringing", |e| matches!(e, Heard::Ringing)).await;
+    relay.cut();
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(53001)), "{failed:?}");
+    assert_eq!(call.state(), CallState::Disconnected);
+
+    // The registration comes back on its own; a connected call then loses the server
+    // for longer than the reconnect window and ends with 53001.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let call = alice.connect("client:bob", &[]);
+    let invite = bob.invite(10).await;
+    let _answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    relay.set_refusing(true);
+    relay.cut();
+    alice.wait_for(10, "reconnecting", |e| matches!(e, Heard::Reconnecting(53001))).await;
+    let started = tokio::time::Instant::now();
+    let ended = alice.wait_for(15, "disconnected", |e| matches!(e, Heard::Disconnected(_))).await;
+    assert!(matches!(ended, Heard::Disconnected(Some(53001))), "{ended:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it kept trying for the window, not {:?}",
+        started.elapsed()
+    );
+    assert_eq!(call.state(), CallState::Disconnected);
 }

@@ -361,6 +361,14 @@ impl Client {
         transport: Arc<dyn SignalingTransport>,
         domain: &str,
     ) -> Client {
+        Client::with_config(identity, AgentConfig::new(target).with_domain(domain), transport)
+    }
+
+    pub fn with_config(
+        identity: &str,
+        config: AgentConfig,
+        transport: Arc<dyn SignalingTransport>,
+    ) -> Client {
         init_logs();
         let heard_audio: Recordings = Arc::default();
         let sink = heard_audio.clone();
@@ -372,7 +380,6 @@ impl Client {
             Ok(MediaSessionConfig::new(codecs(), Box::new(capturer), Box::new(renderer)))
         });
         let engine_cfg = RtpEngineConfig { ports: None, ..Default::default() };
-        let config = AgentConfig::new(target).with_domain(domain);
         let agent = SipAgent::new(config, transport, Arc::new(RtpEngine::new(engine_cfg)), factory);
         let (tx, events) = mpsc::unbounded_channel();
         let voice = Voice::builder(agent.clone())
@@ -464,6 +471,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<tokio::sync::Notify>,
     accepted: Arc<Mutex<usize>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Relay {
@@ -472,9 +480,13 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(tokio::sync::Notify::new());
         let accepted = Arc::new(Mutex::new(0));
-        let (c, a) = (cut.clone(), accepted.clone());
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, a, r) = (cut.clone(), accepted.clone(), refusing.clone());
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                if r.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped at once: the server seems down
+                }
                 *a.lock().unwrap() += 1;
                 let cut = c.clone();
                 tokio::spawn(async move {
@@ -486,7 +498,12 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, cut, accepted }
+        Relay { addr, cut, accepted, refusing }
+    }
+
+    /// Refuses (true) or relays (false) new connections.
+    pub fn set_refusing(&self, on: bool) {
+        self.refusing.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every live connection.

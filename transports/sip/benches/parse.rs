@@ -14,6 +14,8 @@
 //!
 //! Run: `cargo bench -p dialtone-sip --bench parse`
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dialtone_sip::message::{Message, DEFAULT_MAX_MESSAGE_SIZE};
@@ -111,11 +113,22 @@ fn messages() -> Vec<(&'static str, Bytes)> {
         let (head, body) = s.split_once("\r\n\r\n").unwrap();
         let head: Vec<String> = head
             .split("\r\n")
-            .map(|l| if l.starts_with("Content-Length:") { format!("Content-Length: {}", body.len()) } else { l.to_owned() })
+            .map(|l| {
+                if l.starts_with("Content-Length:") {
+                    format!("Content-Length: {}", body.len())
+                } else {
+                    l.to_owned()
+                }
+            })
             .collect();
         Bytes::from(format!("{}\r\n\r\n{body}", head.join("\r\n")))
     };
-    vec![("invite_sdp", fix(INVITE)), ("register", fix(REGISTER)), ("200_ok_sdp", fix(OK)), ("info", fix(INFO))]
+    vec![
+        ("invite_sdp", fix(INVITE)),
+        ("register", fix(REGISTER)),
+        ("200_ok_sdp", fix(OK)),
+        ("info", fix(INFO)),
+    ]
 }
 
 struct EzkMessage {

@@ -125,6 +125,8 @@ enum Cmd {
     Reanswer(Uuid, Option<String>),
     Media(Uuid, MediaEvent),
     Token(String),
+    /// Try to restore a lost registration (after a reconnect window ran out).
+    Retry,
     Shutdown,
 }
 
@@ -219,12 +221,6 @@ impl SipAgent {
         Arc::new(SipAgent { shared })
     }
 
-    /// Replaces the access token for the next requests (and re-registers with it if
-    /// registered), as `Voice::update_token` does in the Twilio SDK.
-    pub fn update_token(&self, token: impl Into<String>) {
-        let _ = self.shared.tx.send(Cmd::Token(token.into()));
-    }
-
     fn send(&self, cmd: Cmd) {
         let _ = self.shared.tx.send(cmd);
     }
@@ -262,6 +258,10 @@ impl VoiceBackend for SipAgent {
 
     fn invite_command(&self, invite: &InviteDetails, command: InviteCommand) {
         self.send(Cmd::Invite(invite.call_sid.clone(), command));
+    }
+
+    fn update_token(&self, access_token: &str) {
+        self.send(Cmd::Token(access_token.to_owned()));
     }
 
     fn stats(&self, call: Uuid) -> Option<StatsReport> {
@@ -381,13 +381,16 @@ impl Driver {
             let mut delay = Duration::from_millis(250);
             loop {
                 let r = transport.connect(&target).await;
-                let retry = reconnect && r.is_err() && deadline.is_some_and(|d| Instant::now() + delay < d);
-                if !retry {
+                // Retry with backoff until the reconnect window closes; the last attempt
+                // is made right at its end.
+                let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+                if !reconnect || r.is_ok() || left.is_zero() {
                     let _ = tx.send(Cmd::Connected(r, reconnect));
                     return;
                 }
-                tracing::debug!(?delay, "reconnect attempt failed; retrying");
-                tokio::time::sleep(delay).await;
+                let wait = delay.min(left);
+                tracing::debug!(?wait, "reconnect attempt failed; retrying");
+                tokio::time::sleep(wait).await;
                 delay = (delay * 2).min(Duration::from_secs(4));
             }
         });
@@ -440,6 +443,12 @@ impl Driver {
         let now = Instant::now();
         match cmd {
             Cmd::Shutdown => {}
+            Cmd::Retry => {
+                if self.sender.is_none() && self.registered_token.is_some() {
+                    self.reconnect_deadline = Some(now + self.config.reconnect_window);
+                    self.ensure_connected(true);
+                }
+            }
             Cmd::Token(t) => {
                 self.token = Some(t.clone());
                 if let Some(ua) = self.ua.as_mut() {
@@ -525,6 +534,15 @@ impl Driver {
                                 self.end_call(uuid, Some(conn_lost())).await;
                             }
                             self.reconnect_deadline = None;
+                            if self.registered_token.is_some() {
+                                // Keep the registration's promise: try again later, for
+                                // as long as the agent lives.
+                                let tx = self.shared.tx.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_secs(5)).await;
+                                    let _ = tx.send(Cmd::Retry);
+                                });
+                            }
                         }
                     }
                 }

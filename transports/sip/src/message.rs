@@ -675,21 +675,29 @@ pub enum Frame {
 }
 
 /// Cuts SIP messages out of a byte stream (TCP, TLS) by Content-Length.
+///
+/// A message over the size limit whose Content-Length can be read is skipped whole
+/// and reported as [`Frame::Malformed`] with its header section (so that it can be
+/// answered); the stream goes on. Only a header section that never ends within the
+/// limit, or an unreadable Content-Length, loses the framing.
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: Vec<u8>,
     max_size: usize,
+    skip: usize,
 }
 
 impl StreamFramer {
     /// A framer refusing messages over `max_size` bytes.
     pub fn new(max_size: usize) -> Self {
-        StreamFramer { buf: Vec::new(), max_size }
+        StreamFramer { buf: Vec::new(), max_size, skip: 0 }
     }
 
     /// Adds received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        let skipped = self.skip.min(data.len());
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&data[skipped..]);
     }
 
     /// The next frame, `Ok(None)` when more bytes are needed, or an error after which
@@ -726,9 +734,17 @@ impl StreamFramer {
             return Err(ParseError::TooLarge { size: body_start, limit: self.max_size });
         }
         let length = content_length_of(&self.buf[..head_end])?;
-        let total = body_start + length;
+        let total = body_start.saturating_add(length);
         if total > self.max_size {
-            return Err(ParseError::TooLarge { size: total, limit: self.max_size });
+            // Refuse it but keep the stream: drop the body as it arrives.
+            let head = self.buf[..body_start].to_vec();
+            let have = self.buf.len().min(total);
+            self.buf.drain(..have);
+            self.skip = total - have;
+            return Ok(Some(Frame::Malformed(
+                ParseError::TooLarge { size: total, limit: self.max_size },
+                head,
+            )));
         }
         if self.buf.len() < total {
             return Ok(None);
@@ -764,6 +780,15 @@ fn content_length_of(head: &[u8]) -> Result<usize, ParseError> {
         }
     }
     Ok(found.unwrap_or(0))
+}
+
+/// The size a message says it has (its header section plus its Content-Length), when
+/// both can be read. A stream framer hands on only the header section of a message
+/// it refused as too large; this tells the receiver how large it was.
+pub fn declared_size(raw: &[u8]) -> Option<usize> {
+    let (head_end, body_start) = find_head_end(raw)?;
+    let length = content_length_of(&raw[..head_end]).ok()?;
+    Some(body_start.saturating_add(length))
 }
 
 /// Builds the `400 Bad Request` for a request that could be read far enough to answer
@@ -875,8 +900,19 @@ l: 4\r\n\r\nv=0\r\nextra";
     #[test]
     fn stream_refuses_oversized_and_bad_length() {
         let mut f = StreamFramer::new(100);
-        f.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n");
-        assert!(matches!(f.next_frame(), Err(ParseError::TooLarge { .. })));
+        f.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 500\r\n\r\n");
+        f.push(&[b'x'; 300]);
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Malformed(ParseError::TooLarge { .. }, _)))));
+        // The rest of the big body is skipped; the next message is read.
+        f.push(&[b'x'; 200]);
+        f.push(b"OPTIONS sip:a SIP/2.0\r\nl: 0\r\n\r\n");
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+        let mut f = StreamFramer::new(100);
+        f.push(&[b'a'; 101]);
+        assert!(
+            matches!(f.next_frame(), Err(ParseError::TooLarge { .. })),
+            "a header section past the limit"
+        );
         let mut f = StreamFramer::new(1000);
         f.push(b"OPTIONS sip:a SIP/2.0\r\nl: lots\r\n\r\n");
         assert!(matches!(f.next_frame(), Err(ParseError::HeaderValue { .. })));

@@ -879,7 +879,11 @@ impl UserAgent {
         if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
             return;
         }
-        let msg = match Message::parse(data, self.config.max_message_size) {
+        let limit = self.config.max_message_size;
+        if let Some(size) = crate::message::declared_size(data).filter(|s| *s > limit) {
+            return self.malformed(data, ParseError::TooLarge { size, limit });
+        }
+        let msg = match Message::parse(data, limit) {
             Ok(m) => m,
             Err(e) => return self.malformed(data, e),
         };

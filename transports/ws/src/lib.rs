@@ -142,9 +142,12 @@ impl WsTransport {
         let mut request =
             url.into_client_request().map_err(|e| conn_err(format!("bad WebSocket URL: {e}")))?;
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size));
+        // Frames a little over the SIP limit still arrive whole, so that the user agent
+        // can refuse the message (513) and the socket lives on; far larger frames are
+        // refused by the WebSocket layer itself.
+        let ws_limit = self.max_message_size.saturating_mul(16);
+        let config =
+            WebSocketConfig::default().max_message_size(Some(ws_limit)).max_frame_size(Some(ws_limit));
         let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| conn_err(format!("WebSocket handshake with {url}: {e}")))?;
