@@ -63,6 +63,11 @@ pub trait CallDelegate: Send + Sync {
     fn did_reconnect(&self, call: &Call) {
         let _ = call;
     }
+    /// The other side sent DTMF digits (RFC 4733 events or SIP INFO). Not in the Twilio
+    /// SDK; bots and IVR-like applications need it.
+    fn did_receive_digits(&self, call: &Call, digits: &str) {
+        let _ = (call, digits);
+    }
     /// The set of quality warnings changed.
     fn did_receive_quality_warnings(
         &self,
@@ -245,6 +250,7 @@ impl Call {
                 DelegateCall::Disconnected(e) => d.did_disconnect(self, e.as_ref()),
                 DelegateCall::Reconnecting(e) => d.is_reconnecting(self, &e),
                 DelegateCall::Reconnected => d.did_reconnect(self),
+                DelegateCall::Digits(digits) => d.did_receive_digits(self, &digits),
                 DelegateCall::QualityWarnings(c) => {
                     d.did_receive_quality_warnings(self, &c.current, &c.previous)
                 }

@@ -64,6 +64,7 @@ pub(crate) enum DelegateCall {
     Reconnecting(VoiceError),
     Reconnected,
     QualityWarnings(QualityWarningsChange),
+    Digits(String),
 }
 
 /// A call to the [`crate::CallMessageDelegate`].
@@ -276,6 +277,11 @@ impl CallMachine {
                     self.state = CallState::Connected;
                     out.push(info(N::Reconnected));
                     out.push(Output::Delegate(DelegateCall::Reconnected));
+                }
+            }
+            CallEvent::DigitsReceived(d) => {
+                if matches!(self.state, CallState::Connected | CallState::Reconnecting) && !d.is_empty() {
+                    out.push(Output::Delegate(DelegateCall::Digits(d)));
                 }
             }
             CallEvent::MessageReceived(m) => {

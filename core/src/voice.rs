@@ -48,6 +48,8 @@ pub enum CallEvent {
     Reconnecting(VoiceError),
     /// The connection was restored.
     Reconnected,
+    /// DTMF digits arrived (RFC 4733 events, or SIP INFO).
+    DigitsReceived(String),
     /// A call message arrived.
     MessageReceived(CallMessage),
     /// The message with this voice event SID was delivered.

@@ -63,7 +63,16 @@ async fn two_clients_call_each_other_through_kamailio_over_websocket() {
     // Hold and resume re-INVITE through the proxy; the call stays up.
     call.hold(true);
     call.hold(false);
+    // DTMF as RFC 4733 events reaches bob's delegate (digits may come in pieces).
     call.send_digits("12#").unwrap();
+    let mut digits = String::new();
+    while digits.len() < 3 {
+        match bob.wait_for(10, "digits", |e| matches!(e, Heard::Digits(_))).await {
+            Heard::Digits(d) => digits.push_str(&d),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(digits, "12#");
 
     call.disconnect();
     bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;

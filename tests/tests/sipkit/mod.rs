@@ -269,6 +269,7 @@ pub enum Heard {
     MessageReceived(String),
     MessageSent(String),
     MessageFailed(String, u32),
+    Digits(String),
 }
 
 pub struct Recorder {
@@ -305,6 +306,9 @@ impl CallDelegate for Recorder {
     }
     fn did_reconnect(&self, _: &Call) {
         let _ = self.tx.send(Heard::Reconnected);
+    }
+    fn did_receive_digits(&self, _: &Call, digits: &str) {
+        let _ = self.tx.send(Heard::Digits(digits.to_owned()));
     }
 }
 

@@ -886,7 +886,7 @@ impl Driver {
         let Some(c) = self.calls.get(&uuid) else { return };
         match event {
             MediaEvent::QualitySample(s) => c.link.deliver(CallEvent::QualitySample(s)),
-            MediaEvent::DigitsReceived(d) => tracing::info!(digits = %d, "DTMF received"),
+            MediaEvent::DigitsReceived(d) => c.link.deliver(CallEvent::DigitsReceived(d)),
             MediaEvent::Failed(e) => {
                 tracing::warn!(error = %e, "media failed");
                 let id = c.ua;
@@ -1211,7 +1211,11 @@ impl Driver {
                     c.link.deliver(CallEvent::MessageReceived(m));
                 }
             }
-            wire::InfoContent::Digits(d) => tracing::info!(digits = %d, "DTMF received as SIP INFO"),
+            wire::InfoContent::Digits(d) => {
+                if let Some(c) = self.by_ua.get(&call).and_then(|u| self.calls.get(u)) {
+                    c.link.deliver(CallEvent::DigitsReceived(d));
+                }
+            }
             wire::InfoContent::Other => {}
         }
     }
