@@ -14,9 +14,10 @@ use dialtone_core::{CallMessage, CallState};
 use dialtone_transport_ws::WsTransport;
 use std::time::Duration;
 
-use dialtone_core::parts::TransportTarget;
+use dialtone_core::parts::{TlsSettings, TransportTarget};
+use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_sip::AgentConfig;
-use sipkit::{rms, Client, Heard, Kamailio, Relay};
+use sipkit::{rms, Client, Heard, Kamailio, NoDtmfEngine, Relay};
 
 fn ws() -> Arc<WsTransport> {
     Arc::new(WsTransport::default())
@@ -187,4 +188,40 @@ async fn a_drop_while_ringing_fails_the_call_and_a_server_gone_for_the_window_en
         started.elapsed()
     );
     assert_eq!(call.state(), CallState::Disconnected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_wss_with_digits_as_sip_info_when_the_media_cannot_carry_them() {
+    let kam = Kamailio::start().await;
+    // Alice registers over WSS (Kamailio's TLS port speaks WebSocket too), trusting the
+    // test CA; her media cannot send RFC 4733 events.
+    let target = TransportTarget::new(format!("wss://127.0.0.1:{}", kam.tls))
+        .with_tls(TlsSettings::default().with_ca_file(&kam.ca_file));
+    let engine = NoDtmfEngine(RtpEngine::new(RtpEngineConfig { ports: None, ..Default::default() }));
+    let mut alice = Client::with_engine(
+        "alice",
+        AgentConfig::new(target).with_domain("127.0.0.1"),
+        ws(),
+        Arc::new(engine),
+    );
+    let mut bob = Client::new("bob", &kam.ws_url(), ws(), "127.0.0.1");
+    alice.register().await;
+    bob.register().await;
+
+    let call = alice.connect("client:bob", &[]);
+    let invite = bob.invite(10).await;
+    let _answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    call.send_digits("4w2").unwrap();
+    let mut digits = String::new();
+    while digits.len() < 2 {
+        match bob.wait_for(10, "digits", |e| matches!(e, Heard::Digits(_))).await {
+            Heard::Digits(d) => digits.push_str(&d),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(digits, "42", "each digit arrived as an INFO (the pause is not sent)");
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
 }

@@ -15,7 +15,8 @@ use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::parts::{
-    AudioCodec, AudioFormat, EncoderSettings, MediaSessionConfig, SignalingTransport, TransportTarget,
+    AudioCodec, AudioFormat, EncoderSettings, MediaEngine, MediaEvent, MediaSession, MediaSessionConfig,
+    SignalingTransport, TransportTarget,
 };
 use dialtone_core::*;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
@@ -373,6 +374,16 @@ impl Client {
         config: AgentConfig,
         transport: Arc<dyn SignalingTransport>,
     ) -> Client {
+        let engine_cfg = RtpEngineConfig { ports: None, ..Default::default() };
+        Client::with_engine(identity, config, transport, Arc::new(RtpEngine::new(engine_cfg)))
+    }
+
+    pub fn with_engine(
+        identity: &str,
+        config: AgentConfig,
+        transport: Arc<dyn SignalingTransport>,
+        engine: Arc<dyn MediaEngine>,
+    ) -> Client {
         init_logs();
         let heard_audio: Recordings = Arc::default();
         let sink = heard_audio.clone();
@@ -383,8 +394,7 @@ impl Client {
             let capturer = BufferCapturer::new(format, dialtone_tests::speech(48_000), true);
             Ok(MediaSessionConfig::new(codecs(), Box::new(capturer), Box::new(renderer)))
         });
-        let engine_cfg = RtpEngineConfig { ports: None, ..Default::default() };
-        let agent = SipAgent::new(config, transport, Arc::new(RtpEngine::new(engine_cfg)), factory);
+        let agent = SipAgent::new(config, transport, engine, factory);
         let (tx, events) = mpsc::unbounded_channel();
         let voice = Voice::builder(agent.clone())
             .incoming_delegate(Arc::new(Recorder { tx: tx.clone() }))
@@ -522,4 +532,51 @@ impl Relay {
 
 pub fn path_of(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A media engine whose sessions cannot carry RFC 4733 events (as with a peer that did
+/// not negotiate telephone-event), so digits must go as SIP INFO.
+pub struct NoDtmfEngine(pub RtpEngine);
+
+#[async_trait::async_trait]
+impl MediaEngine for NoDtmfEngine {
+    async fn create_session(&self, config: MediaSessionConfig) -> Result<Box<dyn MediaSession>, VoiceError> {
+        Ok(Box::new(NoDtmf(self.0.create_session(config).await?)))
+    }
+}
+
+struct NoDtmf(Box<dyn MediaSession>);
+
+#[async_trait::async_trait]
+impl MediaSession for NoDtmf {
+    async fn create_offer(&self) -> Result<String, VoiceError> {
+        self.0.create_offer().await
+    }
+    async fn apply_answer(&self, sdp: &str) -> Result<(), VoiceError> {
+        self.0.apply_answer(sdp).await
+    }
+    async fn create_answer(&self, offer: &str) -> Result<String, VoiceError> {
+        self.0.create_answer(offer).await
+    }
+    fn negotiated_codec(&self) -> Option<String> {
+        self.0.negotiated_codec()
+    }
+    fn set_muted(&self, muted: bool) {
+        self.0.set_muted(muted)
+    }
+    fn set_on_hold(&self, on_hold: bool) {
+        self.0.set_on_hold(on_hold)
+    }
+    fn send_digits(&self, _: &str) -> Result<(), VoiceError> {
+        Err(VoiceError::new(ErrorCode::UnknownError, "no telephone-event negotiated"))
+    }
+    fn stats(&self) -> StatsReport {
+        self.0.stats()
+    }
+    async fn next_event(&self) -> Option<MediaEvent> {
+        self.0.next_event().await
+    }
+    async fn close(&self) {
+        self.0.close().await
+    }
 }

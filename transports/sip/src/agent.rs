@@ -2,7 +2,7 @@
 //! the call model over SIP.
 //!
 //! One driver task owns the user agent and the connection's sending half. Everything
-//! else reaches it as a [`Cmd`] on a channel: the application's requests (register,
+//! else reaches it as a command on a channel: the application's requests (register,
 //! place a call, hang up, ...), bytes from the reader task, the results of media work
 //! (offers and answers are made on spawned tasks so that the driver never waits on
 //! a media engine), and the outcome of reconnection attempts. After each input it
