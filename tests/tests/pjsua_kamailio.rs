@@ -8,16 +8,12 @@
 
 mod sipkit;
 
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dialtone_core::parts::{TlsSettings, TransportTarget};
 use dialtone_transport_tcp::TcpTransport;
-use sipkit::{rms, Client, Heard, Kamailio, Scratch};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use sipkit::{rms, Client, Heard, Kamailio, Pjsua, Scratch};
+use tokio::io::AsyncWriteExt;
 
 fn target(kam: &Kamailio, wire: &str) -> TransportTarget {
     match wire {
@@ -28,76 +24,13 @@ fn target(kam: &Kamailio, wire: &str) -> TransportTarget {
     }
 }
 
-struct Pjsua {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    record: std::path::PathBuf,
-}
-
-impl Pjsua {
-    fn start(kam: &Kamailio, scratch: &Scratch, mode: &str, wire: &str, target: &str) -> Pjsua {
-        let port = match wire {
-            "udp" => kam.udp,
-            "tcp" => kam.tcp,
-            _ => kam.tls,
-        };
-        let record = scratch.0.join(format!("pjsua-{mode}-{wire}.wav"));
-        let play = dialtone_tests::shared_audio_dir().join("speech-8k.wav");
-        let (cert, key) = kam.cert_and_key();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pjsua_ua.py");
-        let mut child = Command::new(dialtone_tests::python())
-            .arg(script)
-            .args([mode, wire, &format!("127.0.0.1:{port}"), "pjsua", target])
-            .arg(&play)
-            .arg(&record)
-            .args(["3", "40"])
-            .env("PJ_TLS_CERT", cert)
-            .env("PJ_TLS_KEY", key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {:?} ({e}); scripts/setup installs it", dialtone_tests::python())
-            });
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut r = BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
-        Pjsua { child, stdin, lines, seen: Vec::new(), record }
-    }
-
-    async fn expect(&mut self, prefix: &str, secs: u64) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.lines.recv()).await {
-                Ok(Some(l)) => {
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
-                        return l;
-                    }
-                }
-                _ => panic!("pjsua never said {prefix:?}; it said {:?}", self.seen),
-            }
-        }
-    }
-
-    /// What pjsua heard, once it exited.
-    async fn finish(mut self) -> Vec<i16> {
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
-        // pjsua writes the sizes into the WAV header only when the file closes, which a
-        // peer leaving in a hurry may skip: read the 16-bit samples after the header.
-        let bytes = std::fs::read(&self.record).expect("pjsua recorded what it heard");
-        bytes.get(44..).unwrap_or(&[]).chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
-    }
+fn kam_registrar(kam: &Kamailio, wire: &str) -> String {
+    let port = match wire {
+        "udp" => kam.udp,
+        "tcp" => kam.tcp,
+        _ => kam.tls,
+    };
+    format!("127.0.0.1:{port}")
 }
 
 async fn pjsua_calls_dialtone(wire: &str) {
@@ -106,7 +39,14 @@ async fn pjsua_calls_dialtone(wire: &str) {
     let mut bob =
         Client::with_target("bob", target(&kam, wire), Arc::new(TcpTransport::default()), "127.0.0.1");
     bob.register().await;
-    let mut pj = Pjsua::start(&kam, &scratch, "call", wire, "sip:bob@127.0.0.1");
+    let mut pj = Pjsua::start(
+        &scratch,
+        "call",
+        wire,
+        &kam_registrar(&kam, wire),
+        "sip:bob@127.0.0.1",
+        Some(kam.cert_and_key()),
+    );
     pj.expect("registered", 20).await;
     pj.stdin.write_all(b"go\n").await.unwrap();
 
@@ -136,7 +76,8 @@ async fn pjsua_calls_dialtone(wire: &str) {
 async fn dialtone_calls_pjsua(wire: &str) {
     let kam = Kamailio::start().await;
     let scratch = Scratch::new(&format!("pjsua-out-{wire}"));
-    let mut pj = Pjsua::start(&kam, &scratch, "answer", wire, "-");
+    let mut pj =
+        Pjsua::start(&scratch, "answer", wire, &kam_registrar(&kam, wire), "-", Some(kam.cert_and_key()));
     pj.expect("registered", 20).await;
     let mut alice =
         Client::with_target("alice", target(&kam, wire), Arc::new(TcpTransport::default()), "127.0.0.1");

@@ -21,7 +21,9 @@ use dialtone_core::parts::{
 use dialtone_core::*;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_sip::{AgentConfig, SipAgent};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child as TokioChild, ChildStdin, Command as TokioCommand};
 use tokio::sync::mpsc;
 
 /// A scratch directory removed when dropped.
@@ -337,6 +339,8 @@ pub struct Client {
     pub heard_audio: Recordings,
     events: mpsc::UnboundedReceiver<Heard>,
     tx: mpsc::UnboundedSender<Heard>,
+    /// The access token to use (default: an unsigned development token).
+    pub token: Option<String>,
 }
 
 pub fn codecs() -> Vec<Arc<dyn AudioCodec>> {
@@ -400,19 +404,23 @@ impl Client {
             .incoming_delegate(Arc::new(Recorder { tx: tx.clone() }))
             .insights_enabled(false)
             .build();
-        Client { identity: identity.to_owned(), voice, agent, heard_audio, events, tx }
+        Client { identity: identity.to_owned(), voice, agent, heard_audio, events, tx, token: None }
     }
 
     pub fn delegate(&self) -> Arc<Recorder> {
         Arc::new(Recorder { tx: self.tx.clone() })
     }
 
+    fn access_token(&self) -> String {
+        self.token.clone().unwrap_or_else(|| token(&self.identity))
+    }
+
     pub async fn register(&self) {
-        self.voice.register(&token(&self.identity), "").await.unwrap();
+        self.voice.register(&self.access_token(), "").await.unwrap();
     }
 
     pub fn connect(&self, to: &str, params: &[(&str, &str)]) -> Call {
-        let mut b = ConnectOptions::builder(token(&self.identity)).param("to", to);
+        let mut b = ConnectOptions::builder(self.access_token()).param("to", to);
         for (k, v) in params {
             b = b.param(*k, *v);
         }
@@ -578,5 +586,82 @@ impl MediaSession for NoDtmf {
     }
     async fn close(&self) {
         self.0.close().await
+    }
+}
+
+/// A pjsua2 (PJSIP) peer driven line by line.
+pub struct Pjsua {
+    pub child: TokioChild,
+    pub stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    record: std::path::PathBuf,
+}
+
+impl Pjsua {
+    /// Starts the pjsua2 peer (`tests/peers/pjsua_ua.py`). `registrar` is `host:port`, or
+    /// `direct:host:port` to call a trunk without registering.
+    pub fn start(
+        scratch: &Scratch,
+        mode: &str,
+        wire: &str,
+        registrar: &str,
+        target: &str,
+        cert_and_key: Option<(PathBuf, PathBuf)>,
+    ) -> Pjsua {
+        let record = scratch.0.join(format!("pjsua-{mode}-{wire}.wav"));
+        let play = dialtone_tests::shared_audio_dir().join("speech-8k.wav");
+        let (cert, key) = cert_and_key.unwrap_or_default();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pjsua_ua.py");
+        let mut child = TokioCommand::new(dialtone_tests::python())
+            .arg(script)
+            .args([mode, wire, registrar, "pjsua", target])
+            .arg(&play)
+            .arg(&record)
+            .args(["3", "40"])
+            .env("PJ_TLS_CERT", cert)
+            .env("PJ_TLS_KEY", key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {:?} ({e}); scripts/setup installs it", dialtone_tests::python())
+            });
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+        Pjsua { child, stdin, lines, seen: Vec::new(), record }
+    }
+
+    pub async fn expect(&mut self, prefix: &str, secs: u64) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(l)) => {
+                    self.seen.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return l;
+                    }
+                }
+                _ => panic!("pjsua never said {prefix:?}; it said {:?}", self.seen),
+            }
+        }
+    }
+
+    /// What pjsua heard, once it exited.
+    pub async fn finish(mut self) -> Vec<i16> {
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        // pjsua writes the sizes into the WAV header only when the file closes, which a
+        // peer leaving in a hurry may skip: read the 16-bit samples after the header.
+        let bytes = std::fs::read(&self.record).expect("pjsua recorded what it heard");
+        bytes.get(44..).unwrap_or(&[]).chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
     }
 }

@@ -1168,6 +1168,8 @@ impl Driver {
                 }
             }
             UaEvent::Malformed(e) => tracing::warn!(error = %e, "malformed SIP input"),
+            // Only a server-mode user agent hands requests up.
+            UaEvent::Request { .. } => {}
         }
     }
 

@@ -63,6 +63,10 @@ pub struct UaConfig {
     pub keepalive_interval: Option<Duration>,
     /// Seeds tags, branches and Call-IDs.
     pub seed: u64,
+    /// Server side of a flow (the embedded server's end of a client's connection):
+    /// REGISTER and in-dialog INFO are handed up as [`UaEvent::Request`] for the server
+    /// to answer with [`UserAgent::respond`], and no keepalives are sent.
+    pub server: bool,
 }
 
 impl UaConfig {
@@ -77,6 +81,7 @@ impl UaConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             keepalive_interval: Some(Duration::from_secs(25)),
             seed: 0x5eed,
+            server: false,
         }
     }
 }
@@ -223,7 +228,21 @@ pub enum UaEvent {
     },
     /// A message could not be read (answered 400 when possible, else dropped).
     Malformed(ParseError),
+    /// Server mode: a REGISTER, or an in-dialog INFO (`call` set), to answer with
+    /// [`UserAgent::respond`].
+    Request {
+        /// The dialog's call, for an in-dialog request.
+        call: Option<CallId>,
+        /// The server transaction to answer.
+        tx: ServerTxKey,
+        /// The request.
+        request: Message,
+    },
 }
+
+/// Names a server transaction (its branch and method) for [`UserAgent::respond`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerTxKey(String, Method);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
@@ -280,6 +299,9 @@ struct Call {
     /// An INVITE transaction of a re-INVITE in progress (either direction).
     reinvite_out: bool,
     reoffer_in: Option<(String, Method, Message)>,
+    cancel_reason: Option<String>,
+    /// Headers every response to the incoming INVITE carries.
+    response_headers: Vec<(String, String)>,
 }
 
 /// The sans-IO user agent.
@@ -393,7 +415,7 @@ impl UserAgent {
     }
 
     fn touch(&mut self, now: Instant) {
-        if self.flow.reliable {
+        if self.flow.reliable && !self.config.server {
             self.keepalive_at = self.config.keepalive_interval.map(|i| now + i);
         }
     }
@@ -517,10 +539,24 @@ impl UserAgent {
     /// Places a call to `target` with an SDP offer; `extra` headers ride on the
     /// INVITE. Returns the call's handle; its progress comes as events.
     pub fn invite(&mut self, target: Uri, sdp: &str, extra: &[(&str, String)], now: Instant) -> CallId {
+        let from = NameAddr::new(self.aor());
+        self.invite_from(from, target, sdp, extra, now)
+    }
+
+    /// Places a call on behalf of `from` (a server's leg toward a callee shows the
+    /// caller); otherwise as [`UserAgent::invite`].
+    pub fn invite_from(
+        &mut self,
+        from: NameAddr,
+        target: Uri,
+        sdp: &str,
+        extra: &[(&str, String)],
+        now: Instant,
+    ) -> CallId {
         let id = CallId(self.next_call);
         self.next_call += 1;
         let call_id = format!("{}@dialtone", self.random_hex(20));
-        let mut from = NameAddr::new(self.aor());
+        let mut from = from;
         let tag = self.random_hex(10);
         from.params.set("tag", Some(&tag));
         let to = NameAddr::new(target.clone());
@@ -552,6 +588,8 @@ impl UserAgent {
                 ok_retransmit: None,
                 reinvite_out: false,
                 reoffer_in: None,
+                cancel_reason: None,
+                response_headers: Vec::new(),
             },
         );
         self.start_client(req, Purpose::Invite(id), now);
@@ -624,8 +662,19 @@ impl UserAgent {
         Some(ack.to_bytes())
     }
 
+    /// Cancels our unanswered INVITE with a Reason header (RFC 3326), for example
+    /// `SIP;cause=200;text="Call completed elsewhere"`; otherwise as
+    /// [`UserAgent::hangup`].
+    pub fn cancel_with_reason(&mut self, id: CallId, reason: &str, now: Instant) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.cancel_reason = Some(reason.to_owned());
+        }
+        self.hangup(id, now);
+    }
+
     fn send_cancel(&mut self, id: CallId, now: Instant) {
         let Some(invite) = self.calls.get(&id).and_then(|c| c.invite.clone()) else { return };
+        let reason = self.calls.get(&id).and_then(|c| c.cancel_reason.clone());
         let mut cancel = Message::request(Method::Cancel, invite.uri());
         for n in ["Via"] {
             if let Some(v) = invite.headers.values(n).first() {
@@ -642,6 +691,9 @@ impl UserAgent {
         cancel.headers.push("CSeq", format!("{seq} CANCEL"));
         for r in invite.headers.get_all("Route") {
             cancel.headers.push("Route", r);
+        }
+        if let Some(r) = reason {
+            cancel.headers.push("Reason", r);
         }
         self.start_client(cancel, Purpose::Cancel(id), now);
     }
@@ -789,6 +841,27 @@ impl UserAgent {
         self.touch(now);
     }
 
+    /// Server mode: answers a request handed up as [`UaEvent::Request`].
+    pub fn respond(&mut self, tx: &ServerTxKey, response: Message, now: Instant) {
+        self.respond_in(&(tx.0.clone(), tx.1.clone()), response, now);
+    }
+
+    /// Headers every later response to an incoming INVITE carries (a server's
+    /// `X-Dialtone-Call-Sid`).
+    pub fn set_response_headers(&mut self, id: CallId, headers: &[(&str, String)]) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.response_headers = headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+        }
+    }
+
+    fn push_response_headers(&self, id: CallId, resp: &mut Message) {
+        if let Some(c) = self.calls.get(&id) {
+            for (n, v) in &c.response_headers {
+                resp.headers.push(n, v.clone());
+            }
+        }
+    }
+
     /// Sends a provisional response (180 Ringing, 183) to an incoming INVITE.
     pub fn provisional(&mut self, id: CallId, status: u16, now: Instant) {
         let Some(call) = self.calls.get(&id) else { return };
@@ -802,6 +875,7 @@ impl UserAgent {
         };
         let mut resp = response_to(&req, status, Some(&d.local_tag));
         resp.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
+        self.push_response_headers(id, &mut resp);
         self.respond_in(&key, resp, now);
     }
 
@@ -820,6 +894,7 @@ impl UserAgent {
         let mut resp = response_to(&req, 200, Some(&d.local_tag));
         resp.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
         resp.headers.push("Allow", ALLOW);
+        self.push_response_headers(id, &mut resp);
         resp.headers.push("Content-Type", "application/sdp");
         resp.body = sdp.as_bytes().to_vec();
         let bytes = resp.to_bytes();
@@ -834,6 +909,19 @@ impl UserAgent {
 
     /// Refuses an incoming INVITE (600 `Call Rejected`... any final failure status).
     pub fn reject(&mut self, id: CallId, status: u16, reason: Option<&str>, now: Instant) {
+        self.reject_with_headers(id, status, reason, &[], now);
+    }
+
+    /// Refuses an incoming INVITE with extra headers on the response (a server's
+    /// `X-Dialtone-Error`).
+    pub fn reject_with_headers(
+        &mut self,
+        id: CallId,
+        status: u16,
+        reason: Option<&str>,
+        headers: &[(&str, String)],
+        now: Instant,
+    ) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if call.state != CallState::Early || call.uac {
             return;
@@ -845,6 +933,10 @@ impl UserAgent {
         if let Some(r) = reason {
             resp.start = StartLine::Response { status, reason: r.to_owned() };
         }
+        for (n, v) in headers {
+            resp.headers.push(n, v.clone());
+        }
+        self.push_response_headers(id, &mut resp);
         self.respond_in(&key, resp, now);
     }
 
@@ -1006,6 +1098,9 @@ impl UserAgent {
                         let mut r = response_to(&req, 415, None);
                         r.headers.push("Accept", "application/json, application/dtmf-relay, text/plain");
                         self.respond_in(&key, r, now);
+                    } else if self.config.server {
+                        let tx = ServerTxKey(key.0.clone(), key.1.clone());
+                        self.events.push_back(UaEvent::Request { call: Some(id), tx, request: req });
                     } else {
                         self.respond_in(&key, response_to(&req, 200, None), now);
                         self.events.push_back(UaEvent::Info { call: id, request: req });
@@ -1013,6 +1108,10 @@ impl UserAgent {
                 }
                 None => self.respond_in(&key, response_to(&req, 481, None), now),
             },
+            Method::Register if self.config.server => {
+                let tx = ServerTxKey(key.0.clone(), key.1.clone());
+                self.events.push_back(UaEvent::Request { call: None, tx, request: req });
+            }
             Method::Options => {
                 let mut r = response_to(&req, 200, None);
                 r.headers.push("Allow", ALLOW);
@@ -1089,6 +1188,8 @@ impl UserAgent {
                 ok_retransmit: None,
                 reinvite_out: false,
                 reoffer_in: None,
+                cancel_reason: None,
+                response_headers: Vec::new(),
             },
         );
         self.respond_in(&key, response_to(&req, 100, None), now);

@@ -1,0 +1,137 @@
+//! The REST API (axum), authenticated with the account SID and auth token (HTTP Basic),
+//! answering bad requests with JSON errors that carry catalogue codes.
+//!
+//! - `GET /healthz`
+//! - `GET /2010-04-01/Accounts/{AccountSid}/Calls.json` (newest first, `?PageSize=`)
+//! - `GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
+//! - `GET /v1/Registrations` (identities with a live registration and their devices)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use dialtone_core::ErrorCode;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accounts::Account;
+use crate::hub::HubMsg;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) account: Account,
+    pub(crate) store: Store,
+    pub(crate) hub: mpsc::UnboundedSender<HubMsg>,
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (
+        status,
+        Json(
+            json!({"code": code.code(), "name": code.name(), "message": message, "status": status.as_u16()}),
+        ),
+    )
+        .into_response()
+}
+
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let denied = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::AuthenticationFailed,
+            "HTTP Basic with the account SID and auth token",
+        )
+    };
+    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(denied)?;
+    let encoded = value.strip_prefix("Basic ").ok_or_else(denied)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| denied())?;
+    let text = String::from_utf8(decoded).map_err(|_| denied())?;
+    let (user, pass) = text.split_once(':').ok_or_else(denied)?;
+    if user == api.account.account_sid && pass == api.account.auth_token {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn account_matches(api: &Api, sid: &str) -> Result<(), Response> {
+    if sid == api.account.account_sid {
+        Ok(())
+    } else {
+        Err(error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such account"))
+    }
+}
+
+async fn list_calls(
+    State(api): State<Arc<Api>>,
+    Path(account): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return r;
+    }
+    let size = match q.get("PageSize").map(|s| s.parse::<i64>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "PageSize is a number from 1 to 1000",
+            )
+        }
+    };
+    match api.store.list_calls(&account, size).await {
+        Ok(calls) => Json(json!({"calls": calls})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn get_call(
+    State(api): State<Arc<Api>>,
+    Path((account, call)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return r;
+    }
+    let sid = call.strip_suffix(".json").unwrap_or(&call);
+    match api.store.get_call(&account, sid).await {
+        Ok(Some(c)) => Json(c).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such call"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn registrations(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return r;
+    }
+    let (tx, rx) = oneshot::channel();
+    if api.hub.send(HubMsg::Registrations(tx)).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped");
+    }
+    match rx.await {
+        Ok(map) => Json(json!({"registrations": map})).into_response(),
+        Err(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped")
+        }
+    }
+}
+
+pub(crate) fn router(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/2010-04-01/Accounts/{account}/Calls.json", get(list_calls))
+        .route("/2010-04-01/Accounts/{account}/Calls/{call}", get(get_call))
+        .route("/v1/Registrations", get(registrations))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such resource") })
+        .with_state(Arc::new(api))
+}

@@ -1,0 +1,844 @@
+//! The SIP side of the server: one task (the hub) owns a sans-IO [`UserAgent`] in
+//! server mode for every client flow (a WebSocket, TLS or TCP connection, or a UDP
+//! peer), the registrar, and the calls, which it bridges as a back-to-back user agent:
+//! the caller's INVITE ends at the caller's flow, and the server places a new INVITE
+//! (its own leg, its own call SID) to every registered device of the callee, in
+//! parallel. SDP passes through untouched.
+//!
+//! Listener tasks only move bytes: each flow has a reader feeding the hub and a
+//! writer draining it. Time comes from the hub's single timer (the earliest of every
+//! user agent's timers and every ring timeout).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use dialtone_core::{ErrorCode, VoiceError};
+use dialtone_sip::header::{NameAddr, Uri};
+use dialtone_sip::message::Message;
+use dialtone_sip::ua::{
+    response_to, CallId, Failure, Flow, ServerTxKey, Transmit, UaConfig, UaEvent, UserAgent,
+};
+use dialtone_sip::wire;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accounts::{new_sid, Account};
+use crate::store::{now_ms, CallRecord, Store};
+use crate::token;
+
+/// A flow's number inside the hub.
+pub(crate) type FlowId = u64;
+
+/// What a flow's writer sends.
+pub(crate) enum Out {
+    Bytes(Vec<u8>),
+}
+
+/// What reaches the hub.
+pub(crate) enum HubMsg {
+    /// A connection (or UDP peer) appeared.
+    Open {
+        id: FlowId,
+        transport: String,
+        local: SocketAddr,
+        remote: SocketAddr,
+        reliable: bool,
+        out: mpsc::UnboundedSender<Out>,
+    },
+    /// Bytes from a flow (one whole message or keepalive).
+    Data(FlowId, Vec<u8>),
+    /// The flow closed.
+    Closed(FlowId),
+    /// A snapshot of the registrar, for the API and tests.
+    Registrations(oneshot::Sender<HashMap<String, usize>>),
+}
+
+/// Settings the hub needs.
+pub(crate) struct HubConfig {
+    pub(crate) account: Account,
+    pub(crate) domain: String,
+    pub(crate) trusted: Vec<(IpAddr, u8)>,
+    pub(crate) ring_timeout: Duration,
+    pub(crate) max_message_size: usize,
+}
+
+struct FlowState {
+    ua: UserAgent,
+    out: mpsc::UnboundedSender<Out>,
+    remote: SocketAddr,
+}
+
+struct Binding {
+    flow: FlowId,
+    contact: Uri,
+    expires_at: Instant,
+}
+
+/// Devices kept per identity.
+const MAX_DEVICES: usize = 10;
+/// Call messages per call per minute.
+const MESSAGES_PER_MINUTE: usize = 10;
+/// The most bytes of one call message.
+const MAX_MESSAGE_BYTES: usize = 10 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Caller,
+    Callee,
+}
+
+struct Leg {
+    flow: FlowId,
+    call: CallId,
+}
+
+struct Bridge {
+    sid: String,
+    child_sid: String,
+    caller: Leg,
+    callees: Vec<Leg>,
+    answered: Option<usize>,
+    rang: bool,
+    ring_deadline: Instant,
+    /// A re-INVITE being passed across: (from role, the other side's call).
+    reoffer_from: Option<Role>,
+    messages: VecDeque<Instant>,
+    last_failure: Option<Failure>,
+}
+
+pub(crate) struct Hub {
+    cfg: HubConfig,
+    store: Store,
+    rx: mpsc::UnboundedReceiver<HubMsg>,
+    flows: HashMap<FlowId, FlowState>,
+    registrar: HashMap<String, Vec<Binding>>,
+    bridges: HashMap<String, Bridge>,
+    legs: HashMap<(FlowId, CallId), (String, Role)>,
+}
+
+fn in_network(ip: IpAddr, net: (IpAddr, u8)) -> bool {
+    match (ip, net.0) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let bits = u32::from(net.1.min(32));
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let bits = u32::from(net.1.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Parses `a.b.c.d/n` (or a bare address).
+pub(crate) fn parse_network(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, bits) = match s.split_once('/') {
+        Some((ip, b)) => (ip.parse().ok()?, b.parse().ok()?),
+        None => {
+            let ip: IpAddr = s.parse().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    Some((ip, bits))
+}
+
+fn with_error(mut r: Message, e: &VoiceError) -> Message {
+    r.headers.push(wire::ERROR_HEADER, wire::error_header(e));
+    r
+}
+
+fn user_of(header: Option<&str>) -> Option<String> {
+    NameAddr::parse(header?).ok()?.uri.user
+}
+
+impl Hub {
+    pub(crate) fn new(cfg: HubConfig, store: Store, rx: mpsc::UnboundedReceiver<HubMsg>) -> Hub {
+        Hub {
+            cfg,
+            store,
+            rx,
+            flows: HashMap::new(),
+            registrar: HashMap::new(),
+            bridges: HashMap::new(),
+            legs: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                () = sleep_until(wake) => {
+                    self.on_timer(Instant::now()).await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { return };
+            let now = Instant::now();
+            match msg {
+                HubMsg::Open { id, transport, local, remote, reliable, out } => {
+                    let mut c = UaConfig::new("dialtone", self.cfg.domain.clone());
+                    c.server = true;
+                    c.max_message_size = self.cfg.max_message_size;
+                    c.seed = uuid::Uuid::new_v4().as_u64_pair().0;
+                    let flow = Flow { transport, local: local.to_string(), reliable };
+                    self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote });
+                }
+                HubMsg::Data(id, bytes) => {
+                    if let Some(f) = self.flows.get_mut(&id) {
+                        f.ua.handle_input(&bytes, now);
+                    }
+                    self.drain().await;
+                }
+                HubMsg::Closed(id) => self.on_closed(id).await,
+                HubMsg::Registrations(reply) => {
+                    let now = Instant::now();
+                    let snapshot = self
+                        .registrar
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.iter().filter(|b| b.expires_at > now).count()))
+                        .filter(|(_, n)| *n > 0)
+                        .collect();
+                    let _ = reply.send(snapshot);
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let ua = self.flows.values().filter_map(|f| f.ua.poll_timeout());
+        let ring = self.bridges.values().filter(|b| b.answered.is_none()).map(|b| b.ring_deadline);
+        ua.chain(ring).min()
+    }
+
+    async fn on_timer(&mut self, now: Instant) {
+        for f in self.flows.values_mut() {
+            if f.ua.poll_timeout().is_some_and(|t| t <= now) {
+                f.ua.handle_timeout(now);
+            }
+        }
+        let timed_out: Vec<String> = self
+            .bridges
+            .values()
+            .filter(|b| b.answered.is_none() && b.ring_deadline <= now)
+            .map(|b| b.sid.clone())
+            .collect();
+        for sid in timed_out {
+            tracing::info!(call_sid = %sid, "ring timeout");
+            let e = VoiceError::new(ErrorCode::RequestTimeout, "nobody answered before the ring timeout");
+            self.fail_bridge(&sid, 408, "Request Timeout", Some(&e), "no-answer").await;
+        }
+        self.drain().await;
+    }
+
+    /// Sends what every user agent queued and handles their events, until quiet.
+    async fn drain(&mut self) {
+        for _ in 0..64 {
+            let mut events = Vec::new();
+            for (id, f) in self.flows.iter_mut() {
+                while let Some(t) = f.ua.poll_transmit() {
+                    let bytes = match t {
+                        Transmit::Message(b) => b,
+                        Transmit::Keepalive => b"\r\n\r\n".to_vec(),
+                        Transmit::Pong => b"\r\n".to_vec(),
+                    };
+                    let _ = f.out.send(Out::Bytes(bytes));
+                }
+                while let Some(e) = f.ua.poll_event() {
+                    events.push((*id, e));
+                }
+            }
+            if events.is_empty() {
+                return;
+            }
+            for (flow, e) in events {
+                self.on_event(flow, e).await;
+            }
+        }
+    }
+
+    fn ua(&mut self, flow: FlowId) -> Option<&mut UserAgent> {
+        self.flows.get_mut(&flow).map(|f| &mut f.ua)
+    }
+
+    async fn on_closed(&mut self, id: FlowId) {
+        self.flows.remove(&id);
+        for bindings in self.registrar.values_mut() {
+            bindings.retain(|b| b.flow != id);
+        }
+        self.registrar.retain(|_, v| !v.is_empty());
+        // Calls with a leg on the flow end: the other side hears BYE or CANCEL.
+        let affected: Vec<(String, Role, CallId)> = self
+            .legs
+            .iter()
+            .filter(|((f, _), _)| *f == id)
+            .map(|((_, c), (sid, role))| (sid.clone(), *role, *c))
+            .collect();
+        for (sid, role, call) in affected {
+            self.legs.remove(&(id, call));
+            let e =
+                VoiceError::new(ErrorCode::SignalingConnectionDisconnected, "a client's connection closed");
+            match role {
+                Role::Caller => self.end_bridge(&sid, None, Some(&e), "canceled").await,
+                Role::Callee => {
+                    let answered_here = self.bridges.get(&sid).is_some_and(|b| {
+                        b.answered
+                            .is_some_and(|i| b.callees.get(i).is_some_and(|l| l.flow == id && l.call == call))
+                    });
+                    if answered_here {
+                        self.end_bridge(&sid, Some(Role::Callee), Some(&e), "completed").await;
+                    } else if let Some(b) = self.bridges.get_mut(&sid) {
+                        b.callees.retain(|l| !(l.flow == id && l.call == call));
+                        if b.callees.is_empty() && b.answered.is_none() {
+                            self.fail_bridge(&sid, 480, "Temporarily Unavailable", Some(&e), "failed").await;
+                        }
+                    }
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    async fn on_event(&mut self, flow: FlowId, e: UaEvent) {
+        let now = Instant::now();
+        match e {
+            UaEvent::Request { call: None, tx, request } => self.on_register(flow, tx, request, now),
+            UaEvent::Request { call: Some(call), tx, request } => self.on_info(flow, call, tx, request, now),
+            UaEvent::Incoming { call, request } => self.on_invite(flow, call, request, now).await,
+            UaEvent::IncomingCancelled { call, .. } => {
+                if let Some((sid, Role::Caller)) = self.legs.remove(&(flow, call)) {
+                    self.cancel_callees(&sid, None, now);
+                    self.finish(&sid, "canceled", "31487 cancelled by the caller").await;
+                }
+            }
+            UaEvent::Progress { call, .. } => {
+                let Some((sid, Role::Callee)) = self.legs.get(&(flow, call)).cloned() else { return };
+                let Some(b) = self.bridges.get_mut(&sid) else { return };
+                if !b.rang {
+                    b.rang = true;
+                    let (f, c) = (b.caller.flow, b.caller.call);
+                    if let Some(ua) = self.ua(f) {
+                        ua.provisional(c, 180, now);
+                    }
+                }
+            }
+            UaEvent::Answered { call, response } => self.on_answered(flow, call, &response, now).await,
+            UaEvent::Failed { call, failure } => {
+                let Some((sid, Role::Callee)) = self.legs.remove(&(flow, call)) else { return };
+                let Some(b) = self.bridges.get_mut(&sid) else { return };
+                b.callees.retain(|l| !(l.flow == flow && l.call == call));
+                b.last_failure = Some(failure.clone());
+                if b.callees.is_empty() && b.answered.is_none() {
+                    let status = match failure.status {
+                        // A device that stopped answering is not the caller's business.
+                        408 => 480,
+                        s => s,
+                    };
+                    let e = wire::failure_to_error(&failure, false);
+                    let outcome = match status {
+                        486 | 600 => "busy",
+                        603 => "canceled",
+                        _ => "failed",
+                    };
+                    let reason = failure.reason.clone();
+                    self.fail_bridge(&sid, status, &reason, Some(&e), outcome).await;
+                }
+            }
+            UaEvent::Ended { call, by_peer, failure } => {
+                let Some((sid, role)) = self.legs.remove(&(flow, call)) else { return };
+                let e = failure.as_ref().map(|f| wire::failure_to_error(f, false));
+                if by_peer || e.is_some() {
+                    self.end_bridge(&sid, Some(role), e.as_ref(), "completed").await;
+                }
+            }
+            UaEvent::Reoffer { call, request } => {
+                let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else {
+                    if let Some(ua) = self.ua(flow) {
+                        ua.answer_reoffer(call, None, now);
+                    }
+                    return;
+                };
+                let other = self.other_leg(&sid, role);
+                let sdp = String::from_utf8_lossy(&request.body).into_owned();
+                let sent = match other {
+                    Some((f, c)) => self.ua(f).is_some_and(|ua| ua.reinvite(c, &sdp, now)),
+                    None => false,
+                };
+                if sent {
+                    if let Some(b) = self.bridges.get_mut(&sid) {
+                        b.reoffer_from = Some(role);
+                    }
+                } else if let Some(ua) = self.ua(flow) {
+                    ua.answer_reoffer(call, None, now);
+                }
+            }
+            UaEvent::ReofferAnswered { call, response } => {
+                let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else { return };
+                let from = self.bridges.get_mut(&sid).and_then(|b| b.reoffer_from.take());
+                if from.is_some_and(|r| r != role) {
+                    if let Some((f, c)) = self.other_leg(&sid, role) {
+                        let sdp = String::from_utf8_lossy(&response.body).into_owned();
+                        if let Some(ua) = self.ua(f) {
+                            ua.answer_reoffer(c, Some(&sdp), now);
+                        }
+                    }
+                }
+            }
+            UaEvent::ReofferFailed { call, .. } => {
+                let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else { return };
+                if self.bridges.get_mut(&sid).and_then(|b| b.reoffer_from.take()).is_some() {
+                    if let Some((f, c)) = self.other_leg(&sid, role) {
+                        if let Some(ua) = self.ua(f) {
+                            ua.answer_reoffer(c, None, now);
+                        }
+                    }
+                }
+            }
+            UaEvent::Malformed(e) => tracing::warn!(flow, error = %e, "malformed SIP from a client"),
+            _ => {}
+        }
+    }
+
+    fn other_leg(&self, sid: &str, role: Role) -> Option<(FlowId, CallId)> {
+        let b = self.bridges.get(sid)?;
+        match role {
+            Role::Caller => b.answered.and_then(|i| b.callees.get(i)).map(|l| (l.flow, l.call)),
+            Role::Callee => Some((b.caller.flow, b.caller.call)),
+        }
+    }
+
+    // ------------------------------------------------------------------ registrar
+
+    fn bearer(request: &Message) -> Option<&str> {
+        let v = request.header("Authorization")?.trim();
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    fn challenge(request: &Message, e: &VoiceError) -> Message {
+        let mut r = response_to(request, 401, Some("srv"));
+        let desc = e.message().replace('"', "'");
+        let error =
+            if e.kind() == ErrorCode::AuthenticationFailed { "" } else { "error=\"invalid_token\", " };
+        r.headers.push(
+            "WWW-Authenticate",
+            format!("Bearer realm=\"dialtone\", {error}error_description=\"{} {desc}\"", e.code()),
+        );
+        with_error(r, e)
+    }
+
+    fn on_register(&mut self, flow: FlowId, tx: ServerTxKey, request: Message, now: Instant) {
+        let answer = |hub: &mut Hub, resp: Message| {
+            if let Some(ua) = hub.ua(flow) {
+                ua.respond(&tx, resp, now);
+            }
+        };
+        let Some(token) = Self::bearer(&request) else {
+            let e = VoiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "REGISTER needs an access token (Authorization: Bearer)",
+            );
+            return answer(self, Self::challenge(&request, &e));
+        };
+        let claims = match token::verify(&self.cfg.account, token) {
+            Ok(c) => c,
+            Err(e) => return answer(self, Self::challenge(&request, &e)),
+        };
+        let identity = claims.grants.identity.clone().unwrap_or_default();
+        let to_user = user_of(request.header("To"));
+        if to_user.as_deref() != Some(identity.as_str()) {
+            let e = VoiceError::new(
+                ErrorCode::AccessTokenGrantsInvalid,
+                "the token's identity is not the one registering",
+            );
+            let r = with_error(response_to(&request, 403, Some("srv")), &e);
+            return answer(self, r);
+        }
+        let default_expires =
+            request.header("Expires").and_then(|e| e.trim().parse::<u64>().ok()).unwrap_or(600);
+        let mut resp = response_to(&request, 200, Some("srv"));
+        let contacts = request.headers.values("Contact");
+        let bindings = self.registrar.entry(identity.clone()).or_default();
+        bindings.retain(|b| b.expires_at > now);
+        for c in contacts {
+            if c.trim() == "*" {
+                bindings.clear();
+                continue;
+            }
+            let Ok(na) = NameAddr::parse(c) else { continue };
+            let expires =
+                na.params.get("expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(default_expires);
+            bindings.retain(|b| b.contact != na.uri);
+            if expires > 0 {
+                let expires = expires.clamp(30, 3600);
+                bindings.push(Binding {
+                    flow,
+                    contact: na.uri.clone(),
+                    expires_at: now + Duration::from_secs(expires),
+                });
+                resp.headers.push("Contact", format!("<{}>;expires={expires}", na.uri));
+            }
+        }
+        // The ten most recent devices.
+        while bindings.len() > MAX_DEVICES {
+            bindings.remove(0);
+        }
+        tracing::info!(%identity, devices = bindings.len(), "registered");
+        answer(self, resp);
+    }
+
+    // ------------------------------------------------------------------ calls
+
+    async fn on_invite(&mut self, flow: FlowId, call: CallId, request: Message, now: Instant) {
+        let remote = self.flows.get(&flow).map(|f| f.remote.ip());
+        let trusted = remote.is_some_and(|ip| self.cfg.trusted.iter().any(|n| in_network(ip, *n)));
+        let reject = |hub: &mut Hub, status: u16, e: &VoiceError| {
+            let headers = [(wire::ERROR_HEADER, wire::error_header(e))];
+            if let Some(ua) = hub.ua(flow) {
+                ua.reject_with_headers(call, status, None, &headers, now);
+            }
+        };
+        // Who is calling: a token's identity, or a trusted trunk.
+        let caller = match Self::bearer(&request).map(|t| token::verify(&self.cfg.account, t)) {
+            Some(Ok(claims)) => {
+                let identity = claims.grants.identity.unwrap_or_default();
+                if user_of(request.header("From")).as_deref() != Some(identity.as_str()) {
+                    let e = VoiceError::new(
+                        ErrorCode::AccessTokenGrantsInvalid,
+                        "From is not the token's identity",
+                    );
+                    return reject(self, 403, &e);
+                }
+                format!("client:{identity}")
+            }
+            Some(Err(e)) => return reject(self, 403, &e),
+            None if trusted => {
+                wire::party(request.header("From"), &self.cfg.domain).unwrap_or_else(|| "anonymous".into())
+            }
+            None => {
+                // The same answer whatever identity the request names.
+                let e = VoiceError::new(ErrorCode::Forbidden, "not authorized");
+                return reject(self, 403, &e);
+            }
+        };
+        let target = Uri::parse(request.uri()).ok().and_then(|u| u.user).unwrap_or_default();
+        let target = target.strip_prefix("client:").unwrap_or(&target).to_owned();
+        if !wire::is_valid_identity(&target) {
+            let e = VoiceError::new(ErrorCode::InvalidClientName, format!("{target:?} is not a client name"));
+            return reject(self, 404, &e);
+        }
+        let sid = new_sid("CA");
+        let child_sid = new_sid("CA");
+        if let Some(ua) = self.ua(flow) {
+            ua.set_response_headers(call, &[(wire::CALL_SID_HEADER, sid.clone())]);
+        }
+        let to = format!("client:{target}");
+        let params = match request.header(wire::PARAMS_HEADER) {
+            Some(q) => match dialtone_core::push::parse_custom_parameters(q) {
+                Ok(p) => p,
+                Err(e) => return reject(self, 400, &e),
+            },
+            None => Default::default(),
+        };
+        let record = |sid: &str, parent: Option<&str>, from: &str, direction: &str| CallRecord {
+            sid: sid.to_owned(),
+            parent_sid: parent.map(str::to_owned),
+            account_sid: self.cfg.account.account_sid.clone(),
+            from: from.to_owned(),
+            to: to.clone(),
+            direction: direction.to_owned(),
+            status: "ringing".to_owned(),
+            start_time: now_ms(),
+            answer_time: None,
+            end_time: None,
+            duration: None,
+            end_cause: None,
+        };
+        let parent_rec = record(&sid, None, &caller, "inbound");
+        let child_rec = record(&child_sid, Some(&sid), &caller, "outbound-dial");
+        if let Err(e) = self.store.insert_call(&parent_rec).await {
+            tracing::error!(error = %e, "cannot record the call");
+        }
+        // Devices of the callee, newest first.
+        let devices: Vec<(FlowId, Uri)> = self
+            .registrar
+            .get(&target)
+            .map(|v| {
+                v.iter().rev().filter(|b| b.expires_at > now).map(|b| (b.flow, b.contact.clone())).collect()
+            })
+            .unwrap_or_default();
+        let caller_user = caller.strip_prefix("client:").map(str::to_owned);
+        let from = match &caller_user {
+            Some(u) => NameAddr::new(Uri::sip(Some(u), &self.cfg.domain)),
+            None => NameAddr::parse(request.header("From").unwrap_or("<sip:anonymous@anonymous.invalid>"))
+                .map(|mut n| {
+                    n.params.remove("tag");
+                    n
+                })
+                .unwrap_or_else(|_| NameAddr::new(Uri::sip(Some("anonymous"), "anonymous.invalid"))),
+        };
+        let sdp = String::from_utf8_lossy(&request.body).into_owned();
+        let mut extra = vec![(wire::CALL_SID_HEADER, child_sid.clone())];
+        if !params.is_empty() {
+            extra.push((wire::PARAMS_HEADER, wire::params_header(&params)));
+        }
+        let mut callees = Vec::new();
+        for (f, contact) in devices {
+            if let Some(ua) = self.ua(f) {
+                let c = ua.invite_from(from.clone(), contact, &sdp, &extra, now);
+                callees.push(Leg { flow: f, call: c });
+            }
+        }
+        tracing::info!(call_sid = %sid, %caller, %to, devices = callees.len(), "incoming call");
+        self.legs.insert((flow, call), (sid.clone(), Role::Caller));
+        for l in &callees {
+            self.legs.insert((l.flow, l.call), (sid.clone(), Role::Callee));
+        }
+        let empty = callees.is_empty();
+        self.bridges.insert(
+            sid.clone(),
+            Bridge {
+                sid: sid.clone(),
+                child_sid: child_sid.clone(),
+                caller: Leg { flow, call },
+                callees,
+                answered: None,
+                rang: false,
+                ring_deadline: now + self.cfg.ring_timeout,
+                reoffer_from: None,
+                messages: VecDeque::new(),
+                last_failure: None,
+            },
+        );
+        if empty {
+            let e =
+                VoiceError::new(ErrorCode::TemporarilyUnavailable, format!("{to} has no registered device"));
+            self.fail_bridge(&sid, 480, "Temporarily Unavailable", Some(&e), "failed").await;
+        } else if let Err(e) = self.store.insert_call(&child_rec).await {
+            tracing::error!(error = %e, "cannot record the call leg");
+        }
+    }
+
+    async fn on_answered(&mut self, flow: FlowId, call: CallId, response: &Message, now: Instant) {
+        let Some((sid, Role::Callee)) = self.legs.get(&(flow, call)).cloned() else {
+            // An answer for a leg we already gave up on: hang it up.
+            if let Some(ua) = self.ua(flow) {
+                ua.hangup(call, now);
+            }
+            return;
+        };
+        let Some(b) = self.bridges.get_mut(&sid) else { return };
+        let Some(i) = b.callees.iter().position(|l| l.flow == flow && l.call == call) else { return };
+        b.answered = Some(i);
+        let (cf, cc, child_sid) = (b.caller.flow, b.caller.call, b.child_sid.clone());
+        let sdp = String::from_utf8_lossy(&response.body).into_owned();
+        if let Some(ua) = self.ua(cf) {
+            ua.answer(cc, &sdp, now);
+        }
+        self.cancel_callees(&sid, Some(i), now);
+        let at = now_ms();
+        for s in [&sid, &child_sid] {
+            if let Err(e) = self.store.answered(s, at).await {
+                tracing::error!(error = %e, "cannot record the answer");
+            }
+        }
+    }
+
+    /// CANCELs every unanswered device leg but `keep`, telling them why when another
+    /// device answered.
+    fn cancel_callees(&mut self, sid: &str, keep: Option<usize>, now: Instant) {
+        let Some(b) = self.bridges.get_mut(sid) else { return };
+        let legs: Vec<(usize, FlowId, CallId)> = b
+            .callees
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != keep)
+            .map(|(i, l)| (i, l.flow, l.call))
+            .collect();
+        for (_, f, c) in &legs {
+            self.legs.remove(&(*f, *c));
+            if let Some(ua) = self.ua(*f) {
+                match keep {
+                    Some(_) => {
+                        ua.cancel_with_reason(*c, "SIP;cause=200;text=\"Call completed elsewhere\"", now)
+                    }
+                    None => ua.hangup(*c, now),
+                }
+            }
+        }
+        if let Some(b) = self.bridges.get_mut(sid) {
+            if let Some(k) = keep {
+                let kept = b.callees.swap_remove(k);
+                b.callees = vec![kept];
+                b.answered = Some(0);
+            } else {
+                b.callees.clear();
+            }
+        }
+    }
+
+    /// Fails an unanswered call: the caller gets `status`, every device a CANCEL.
+    async fn fail_bridge(
+        &mut self,
+        sid: &str,
+        status: u16,
+        reason: &str,
+        e: Option<&VoiceError>,
+        outcome: &str,
+    ) {
+        let now = Instant::now();
+        self.cancel_callees(sid, None, now);
+        let Some(b) = self.bridges.get(sid) else { return };
+        let (f, c) = (b.caller.flow, b.caller.call);
+        self.legs.remove(&(f, c));
+        let headers: Vec<(&str, String)> =
+            e.map(|e| (wire::ERROR_HEADER, wire::error_header(e))).into_iter().collect();
+        if let Some(ua) = self.ua(f) {
+            ua.reject_with_headers(c, status, Some(reason), &headers, now);
+        }
+        let cause =
+            e.map_or_else(|| format!("SIP {status} {reason}"), |e| format!("{} {}", e.code(), e.message()));
+        self.finish(sid, outcome, &cause).await;
+    }
+
+    /// Ends an answered (or failing) call from one side: the other side hears BYE.
+    async fn end_bridge(&mut self, sid: &str, from: Option<Role>, e: Option<&VoiceError>, outcome: &str) {
+        let now = Instant::now();
+        let Some(b) = self.bridges.get(sid) else { return };
+        let answered = b.answered.and_then(|i| b.callees.get(i)).map(|l| (l.flow, l.call));
+        let caller = (b.caller.flow, b.caller.call);
+        if answered.is_none() {
+            // Not answered yet: the caller's side went away.
+            self.cancel_callees(sid, None, now);
+        }
+        for (role, leg) in [(Role::Caller, Some(caller)), (Role::Callee, answered)] {
+            let Some((f, c)) = leg else { continue };
+            self.legs.remove(&(f, c));
+            if from != Some(role) {
+                if let Some(ua) = self.ua(f) {
+                    ua.hangup(c, now);
+                }
+            }
+        }
+        let cause = match (e, from) {
+            (Some(e), _) => format!("{} {}", e.code(), e.message()),
+            (None, Some(Role::Caller)) => "hangup-by-caller".to_owned(),
+            (None, _) => "hangup-by-callee".to_owned(),
+        };
+        self.finish(sid, outcome, &cause).await;
+    }
+
+    async fn finish(&mut self, sid: &str, outcome: &str, cause: &str) {
+        let Some(b) = self.bridges.remove(sid) else { return };
+        for l in &b.callees {
+            self.legs.remove(&(l.flow, l.call));
+        }
+        self.legs.remove(&(b.caller.flow, b.caller.call));
+        let at = now_ms();
+        for s in [&b.sid, &b.child_sid] {
+            if let Err(e) = self.store.ended(s, outcome, cause, at).await {
+                tracing::error!(error = %e, "cannot record the end of the call");
+            }
+        }
+        tracing::info!(call_sid = %sid, outcome, cause, "call ended");
+    }
+
+    // ------------------------------------------------------------------ call messages
+
+    fn on_info(&mut self, flow: FlowId, call: CallId, tx: ServerTxKey, request: Message, now: Instant) {
+        let refuse = |hub: &mut Hub, status: u16, e: VoiceError| {
+            let r = with_error(response_to(&request, status, None), &e);
+            if let Some(ua) = hub.ua(flow) {
+                ua.respond(&tx, r, now);
+            }
+        };
+        let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else {
+            return refuse(self, 481, VoiceError::from_kind(ErrorCode::CallTransactionDoesNotExist));
+        };
+        let is_message = request.header(wire::MESSAGE_TYPE_HEADER).is_some();
+        if is_message {
+            let kind = request.header(wire::MESSAGE_TYPE_HEADER).unwrap_or("").trim();
+            if kind != "user-defined-message" {
+                return refuse(
+                    self,
+                    400,
+                    VoiceError::new(ErrorCode::CallMessageTypeInvalid, format!("message type {kind:?}")),
+                );
+            }
+            if request.body.len() > MAX_MESSAGE_BYTES {
+                return refuse(
+                    self,
+                    413,
+                    VoiceError::new(ErrorCode::PayloadSizeExceeded, "a call message is at most 10 KB"),
+                );
+            }
+            let ct = request.header("Content-Type").unwrap_or("").trim().to_ascii_lowercase();
+            if ct.starts_with("application/json")
+                && serde_json::from_slice::<serde_json::Value>(&request.body).is_err()
+            {
+                return refuse(
+                    self,
+                    400,
+                    VoiceError::new(ErrorCode::MalformedRequest, "the content is not the JSON its type says"),
+                );
+            }
+            if let Some(b) = self.bridges.get_mut(&sid) {
+                while b.messages.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+                    b.messages.pop_front();
+                }
+                if b.messages.len() >= MESSAGES_PER_MINUTE {
+                    return refuse(
+                        self,
+                        429,
+                        VoiceError::new(ErrorCode::RateExceeded, "at most 10 call messages a minute"),
+                    );
+                }
+                b.messages.push_back(now);
+            }
+        }
+        let Some((f, c)) = self.other_leg(&sid, role) else {
+            return refuse(
+                self,
+                481,
+                VoiceError::new(ErrorCode::CallMessageUnexpectedState, "the call is not connected"),
+            );
+        };
+        if let Some(ua) = self.ua(flow) {
+            ua.respond(&tx, response_to(&request, 200, None), now);
+        }
+        let ct = request.header("Content-Type").unwrap_or("text/plain").to_owned();
+        let extra: Vec<(&str, String)> = [wire::MESSAGE_TYPE_HEADER, wire::EVENT_SID_HEADER]
+            .into_iter()
+            .filter_map(|h| request.header(h).map(|v| (h, v.to_owned())))
+            .collect();
+        if let Some(ua) = self.ua(f) {
+            ua.info(c, &ct, &extra, &request.body, now);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let lo = parse_network("127.0.0.0/8").unwrap();
+        assert!(in_network("127.1.2.3".parse().unwrap(), lo));
+        assert!(!in_network("10.0.0.1".parse().unwrap(), lo));
+        assert!(in_network("10.0.0.1".parse().unwrap(), parse_network("0.0.0.0/0").unwrap()));
+        assert!(in_network("::1".parse().unwrap(), parse_network("::1").unwrap()));
+        assert!(!in_network("::1".parse().unwrap(), lo));
+        assert!(parse_network("nonsense").is_none());
+    }
+}

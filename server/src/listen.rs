@@ -1,0 +1,213 @@
+//! The listeners: SIP over WS, WSS, TLS, TCP and UDP. Each accepted connection (or
+//! UDP peer) becomes a flow of the hub: a reader task feeding it and a writer task
+//! draining it. Nothing here reads SIP beyond framing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dialtone_core::parts::SignalingConnection;
+use dialtone_transport_tcp::stream_connection;
+use dialtone_transport_ws::ws_connection;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+
+use crate::hub::{FlowId, HubMsg, Out};
+
+static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
+
+fn next_flow() -> FlowId {
+    NEXT_FLOW.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Hands a connection to the hub: registers the flow, then moves bytes both ways
+/// until either side ends.
+pub(crate) fn attach(
+    conn: SignalingConnection,
+    hub: mpsc::UnboundedSender<HubMsg>,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
+    let id = next_flow();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+    let transport = conn.info.via_transport.clone();
+    let reliable = conn.info.reliable;
+    if hub.send(HubMsg::Open { id, transport, local, remote, reliable, out: out_tx }).is_err() {
+        return;
+    }
+    let mut sender = conn.sender;
+    let mut receiver = conn.receiver;
+    tokio::spawn(async move {
+        while let Some(Out::Bytes(b)) = out_rx.recv().await {
+            if sender.send(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = sender.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(item) = receiver.recv().await {
+            match item {
+                Ok(bytes) => {
+                    if hub.send(HubMsg::Data(id, bytes)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(flow = id, error = %e, "unreadable input"),
+            }
+        }
+        let _ = hub.send(HubMsg::Closed(id));
+    });
+}
+
+/// SIP over TCP, or over TLS when an acceptor is given.
+pub(crate) fn serve_stream(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    hub: mpsc::UnboundedSender<HubMsg>,
+    max: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        while let Ok((stream, remote)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let hub = hub.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => attach(stream_connection(s, "TLS", local, remote, max), hub, local, remote),
+                        Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    },
+                    None => attach(stream_connection(stream, "TCP", local, remote, max), hub, local, remote),
+                }
+            });
+        }
+    })
+}
+
+/// The WebSocket handshake: only the `sip` subprotocol (RFC 7118 §4).
+#[allow(clippy::result_large_err)]
+fn sip_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offered = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offered {
+        let mut r = ErrorResponse::new(Some("the sip WebSocket subprotocol is required".to_owned()));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(r);
+    }
+    resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    Ok(resp)
+}
+
+/// SIP over WebSocket, or secure WebSocket when an acceptor is given.
+pub(crate) fn serve_ws(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    hub: mpsc::UnboundedSender<HubMsg>,
+    max: usize,
+) -> tokio::task::JoinHandle<()> {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    tokio::spawn(async move {
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max.saturating_mul(16)))
+            .max_frame_size(Some(max.saturating_mul(16)));
+        while let Ok((stream, remote)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let hub = hub.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(s) = acceptor.accept(stream).await else { return };
+                        match tokio_tungstenite::accept_hdr_async_with_config(
+                            s,
+                            sip_subprotocol,
+                            Some(config),
+                        )
+                        .await
+                        {
+                            Ok(ws) => attach(ws_connection(ws, "WSS", local, remote), hub, local, remote),
+                            Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
+                        }
+                    }
+                    None => match tokio_tungstenite::accept_hdr_async_with_config(
+                        stream,
+                        sip_subprotocol,
+                        Some(config),
+                    )
+                    .await
+                    {
+                        Ok(ws) => attach(ws_connection(ws, "WS", local, remote), hub, local, remote),
+                        Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
+                    },
+                }
+            });
+        }
+    })
+}
+
+/// SIP over UDP: one socket, one flow per peer address.
+pub(crate) fn serve_udp(
+    socket: UdpSocket,
+    hub: mpsc::UnboundedSender<HubMsg>,
+    max: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let socket = Arc::new(socket);
+        let Ok(local) = socket.local_addr() else { return };
+        let mut peers: HashMap<SocketAddr, FlowId> = HashMap::new();
+        let mut buf = vec![0u8; max.max(1500) + 1];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            };
+            let id = match peers.get(&from) {
+                Some(id) => *id,
+                None => {
+                    let id = next_flow();
+                    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+                    let sock = socket.clone();
+                    tokio::spawn(async move {
+                        while let Some(Out::Bytes(b)) = out_rx.recv().await {
+                            let _ = sock.send_to(&b, from).await;
+                        }
+                    });
+                    let open = HubMsg::Open {
+                        id,
+                        transport: "UDP".into(),
+                        local,
+                        remote: from,
+                        reliable: false,
+                        out: out_tx,
+                    };
+                    if hub.send(open).is_err() {
+                        return;
+                    }
+                    peers.insert(from, id);
+                    id
+                }
+            };
+            if hub.send(HubMsg::Data(id, buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    })
+}

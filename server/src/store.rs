@@ -1,0 +1,179 @@
+//! Call records behind one small interface ([`Store`]), on sqlx with SQLite (a file in
+//! the data directory, or in memory for tests). The schema uses only portable types
+//! (TEXT, BIGINT) so that the same statements can later run on PostgreSQL and several
+//! servers can share one database.
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use crate::ServerError;
+
+/// One call leg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallRecord {
+    /// `CA` + 32 hex digits.
+    pub sid: String,
+    /// The parent leg's SID (for a leg the server dialed).
+    pub parent_sid: Option<String>,
+    /// The account.
+    pub account_sid: String,
+    /// The caller.
+    pub from: String,
+    /// The callee.
+    pub to: String,
+    /// `inbound` (to the server) or `outbound-dial`.
+    pub direction: String,
+    /// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`, `canceled`, `failed`.
+    pub status: String,
+    /// Milliseconds since the epoch.
+    pub start_time: i64,
+    /// When it was answered.
+    pub answer_time: Option<i64>,
+    /// When it ended.
+    pub end_time: Option<i64>,
+    /// Seconds from answer to end.
+    pub duration: Option<i64>,
+    /// Why it ended (a catalogue code and text, or `hangup-by-caller`/`-callee`).
+    pub end_cause: Option<String>,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> ServerError {
+    ServerError::Store(e.to_string())
+}
+
+impl Store {
+    /// Opens (creating) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Store, ServerError> {
+        let memory = url.contains(":memory:");
+        let opts: SqliteConnectOptions = url.parse().map_err(db)?;
+        let opts = opts.create_if_missing(true);
+        // An in-memory database lives in one connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .connect_with(opts)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS calls (
+                sid TEXT PRIMARY KEY,
+                parent_sid TEXT,
+                account_sid TEXT NOT NULL,
+                from_party TEXT NOT NULL,
+                to_party TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                status TEXT NOT NULL,
+                start_time BIGINT NOT NULL,
+                answer_time BIGINT,
+                end_time BIGINT,
+                duration BIGINT,
+                end_cause TEXT
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db)?;
+        Ok(Store { pool })
+    }
+
+    /// Records a new leg.
+    pub async fn insert_call(&self, c: &CallRecord) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO calls (sid, parent_sid, account_sid, from_party, to_party, direction, status,
+                start_time, answer_time, end_time, duration, end_cause)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&c.sid)
+        .bind(&c.parent_sid)
+        .bind(&c.account_sid)
+        .bind(&c.from)
+        .bind(&c.to)
+        .bind(&c.direction)
+        .bind(&c.status)
+        .bind(c.start_time)
+        .bind(c.answer_time)
+        .bind(c.end_time)
+        .bind(c.duration)
+        .bind(&c.end_cause)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Marks a leg answered.
+    pub async fn answered(&self, sid: &str, at: i64) -> Result<(), ServerError> {
+        sqlx::query("UPDATE calls SET status = 'in-progress', answer_time = $2 WHERE sid = $1")
+            .bind(sid)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Marks a leg ended with its final status and cause (once).
+    pub async fn ended(&self, sid: &str, status: &str, cause: &str, at: i64) -> Result<(), ServerError> {
+        sqlx::query(
+            "UPDATE calls SET status = $2, end_cause = $3, end_time = $4,
+                duration = CASE WHEN answer_time IS NULL THEN 0 ELSE ($4 - answer_time) / 1000 END
+             WHERE sid = $1 AND end_time IS NULL",
+        )
+        .bind(sid)
+        .bind(status)
+        .bind(cause)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The account's calls, newest first.
+    pub async fn list_calls(&self, account_sid: &str, limit: i64) -> Result<Vec<CallRecord>, ServerError> {
+        let rows = sqlx::query(
+            "SELECT sid, parent_sid, account_sid, from_party, to_party, direction, status, start_time,
+                answer_time, end_time, duration, end_cause
+             FROM calls WHERE account_sid = $1 ORDER BY start_time DESC, sid LIMIT $2",
+        )
+        .bind(account_sid)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CallRecord {
+                    sid: r.try_get("sid").map_err(db)?,
+                    parent_sid: r.try_get("parent_sid").map_err(db)?,
+                    account_sid: r.try_get("account_sid").map_err(db)?,
+                    from: r.try_get("from_party").map_err(db)?,
+                    to: r.try_get("to_party").map_err(db)?,
+                    direction: r.try_get("direction").map_err(db)?,
+                    status: r.try_get("status").map_err(db)?,
+                    start_time: r.try_get("start_time").map_err(db)?,
+                    answer_time: r.try_get("answer_time").map_err(db)?,
+                    end_time: r.try_get("end_time").map_err(db)?,
+                    duration: r.try_get("duration").map_err(db)?,
+                    end_cause: r.try_get("end_cause").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One call by SID.
+    pub async fn get_call(&self, account_sid: &str, sid: &str) -> Result<Option<CallRecord>, ServerError> {
+        Ok(self.list_calls(account_sid, i64::MAX).await?.into_iter().find(|c| c.sid == sid))
+    }
+}

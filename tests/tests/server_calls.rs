@@ -1,0 +1,217 @@
+//! The embedded server over real loopback sockets: registration with server-minted
+//! tokens (and refusals with their codes), a client-to-client call with custom
+//! parameters, audio and call messages both ways, parallel ringing where the first
+//! answer wins and the other device hears "Call completed elsewhere", cancel, reject,
+//! nobody registered, call records over the REST API, and pjsua2 calling a Dialtone
+//! client through the UDP trunk listener.
+
+#![allow(clippy::unwrap_used)]
+
+mod sipkit;
+
+use std::sync::Arc;
+
+use dialtone_core::config::ServerConfig;
+use dialtone_core::{CallMessage, CallState};
+use dialtone_server::Server;
+use dialtone_transport_ws::WsTransport;
+use sipkit::{rms, Client, Heard, Pjsua, Scratch};
+
+async fn server(scratch: &Scratch) -> Server {
+    let mut cfg = ServerConfig::default();
+    cfg.sip_udp_port = 0;
+    cfg.sip_tcp_port = 0;
+    cfg.sip_tls_port = 0;
+    cfg.ws_port = 0;
+    cfg.wss_port = 0;
+    cfg.http_port = 0;
+    cfg.data_dir = Some(scratch.0.clone());
+    cfg.database_url = Some("sqlite::memory:".into());
+    Server::start(&cfg).await.unwrap()
+}
+
+fn client(server: &Server, identity: &str) -> Client {
+    let mut c =
+        Client::new(identity, &server.addresses().ws_url(), Arc::new(WsTransport::default()), "127.0.0.1");
+    c.token = Some(server.mint_token(identity, 3600).unwrap());
+    c
+}
+
+/// GET on the REST API with the account's credentials (or others).
+async fn get(server: &Server, path: &str, auth: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addresses().http).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some((u, p)) = auth {
+        req.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").unwrap().1;
+    // A chunked body: take the JSON between the first { and the last }.
+    let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    (status, serde_json::from_str(json).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_to_client_call_through_the_server() {
+    let scratch = Scratch::new("server-call");
+    let srv = server(&scratch).await;
+    let acct = srv.account().clone();
+    let auth = Some((acct.account_sid.as_str(), acct.auth_token.as_str()));
+
+    // A forged token is refused with its code; a minted one registers.
+    let mut forged = client(&srv, "alice");
+    forged.token = Some(sipkit::token("alice"));
+    let e = forged.voice.register(&sipkit::token("alice"), "").await.unwrap_err();
+    assert_eq!(e.code(), 20107, "{e}");
+    let mut alice = client(&srv, "alice");
+    let mut bob = client(&srv, "bob");
+    alice.register().await;
+    bob.register().await;
+    let (status, regs) = get(&srv, "/v1/Registrations", auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(regs["registrations"]["bob"], 1);
+
+    let call = alice.connect("client:bob", &[("caller_first_name", "alice"), ("caller_last_name", "smith")]);
+    let invite = bob.invite(10).await;
+    assert_eq!(invite.from(), Some("client:alice"));
+    assert_eq!(invite.custom_parameters()["caller_first_name"], "alice");
+    assert_eq!(invite.custom_parameters()["caller_last_name"], "smith");
+    alice.wait_for(10, "ringing", |e| matches!(e, Heard::Ringing)).await;
+    let answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let parent = call.sid().unwrap();
+    assert!(parent.starts_with("CA") && parent.len() == 34);
+    assert_ne!(parent, invite.call_sid(), "each leg has its own call SID");
+
+    alice.hear_more(48_000, 10).await;
+    bob.hear_more(48_000, 10).await;
+    assert!(rms(&alice.heard()[24_000..]) > 300.0 && rms(&bob.heard()[24_000..]) > 300.0);
+
+    let id = call.send_message(CallMessage::new("{\"hello\":\"bob\"}"));
+    alice.wait_for(10, "sent", |e| matches!(e, Heard::MessageSent(s) if *s == id)).await;
+    bob.wait_for(10, "message", |e| matches!(e, Heard::MessageReceived(c) if c.contains("bob"))).await;
+    let id = answered.send_message(CallMessage::new("{\"hello\":\"alice\"}"));
+    bob.wait_for(10, "sent", |e| matches!(e, Heard::MessageSent(s) if *s == id)).await;
+    alice.wait_for(10, "message", |e| matches!(e, Heard::MessageReceived(c) if c.contains("alice"))).await;
+    // Content that is not the JSON its type says is refused by the server.
+    let id = call.send_message(CallMessage::new("not json"));
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::MessageFailed(s, _) if *s == id)).await;
+    assert!(matches!(failed, Heard::MessageFailed(_, 31100)), "{failed:?}");
+
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+    assert_eq!(answered.state(), CallState::Disconnected);
+
+    // Both legs are on record, completed, with the caller's hang-up as the cause.
+    let mut calls = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (_, c) = get(&srv, &format!("/2010-04-01/Accounts/{}/Calls.json", acct.account_sid), auth).await;
+        calls = c["calls"].clone();
+        if calls.as_array().unwrap().iter().all(|c| c["status"] == "completed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let p = calls.iter().find(|c| c["sid"] == parent.as_str()).unwrap();
+    assert_eq!(p["status"], "completed");
+    assert_eq!(p["end_cause"], "hangup-by-caller");
+    assert_eq!(p["from"], "client:alice");
+    assert!(calls.iter().any(|c| c["parent_sid"] == parent.as_str() && c["status"] == "completed"));
+    // The REST API refuses wrong credentials and unknown things with JSON errors.
+    let (status, body) = get(
+        &srv,
+        &format!("/2010-04-01/Accounts/{}/Calls.json", acct.account_sid),
+        Some((&acct.account_sid, "wrong")),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (401, Some(20151)));
+    let (status, body) =
+        get(&srv, &format!("/2010-04-01/Accounts/{}/Calls.json?PageSize=x", acct.account_sid), auth).await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(31400)));
+    let (status, _) = get(&srv, "/nothing/here", auth).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ringing_cancel_reject_and_nobody_home() {
+    let scratch = Scratch::new("server-ring");
+    let srv = server(&scratch).await;
+    let mut alice = client(&srv, "alice");
+    let mut phone = client(&srv, "bob");
+    let mut laptop = client(&srv, "bob");
+    alice.register().await;
+    phone.register().await;
+    laptop.register().await;
+
+    // Both of bob's devices ring; the laptop answers; the phone's invite is cancelled.
+    let call = alice.connect("client:bob", &[]);
+    let on_phone = phone.invite(10).await;
+    let on_laptop = laptop.invite(10).await;
+    assert_eq!(on_phone.call_sid(), on_laptop.call_sid(), "one leg, two devices");
+    let _answered = on_laptop.accept(laptop.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let cancelled = phone.wait_for(10, "cancel", |e| matches!(e, Heard::Cancelled(..))).await;
+    assert!(
+        matches!(cancelled, Heard::Cancelled(ref sid, 31008) if sid == on_phone.call_sid()),
+        "{cancelled:?}"
+    );
+    call.disconnect();
+    laptop.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+
+    // The caller hangs up while both ring: both invites are cancelled.
+    let call = alice.connect("client:bob", &[]);
+    phone.invite(10).await;
+    laptop.invite(10).await;
+    alice.wait_for(10, "ringing", |e| matches!(e, Heard::Ringing)).await;
+    call.disconnect();
+    phone.wait_for(10, "cancel", |e| matches!(e, Heard::Cancelled(_, 31008))).await;
+    laptop.wait_for(10, "cancel", |e| matches!(e, Heard::Cancelled(_, 31008))).await;
+
+    // Both devices reject: the caller hears 31002 (600 Call Rejected).
+    let _call = alice.connect("client:bob", &[]);
+    phone.invite(10).await.reject();
+    laptop.invite(10).await.reject();
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31002)), "{failed:?}");
+
+    // Nobody registered as carol: 31480.
+    let _call = alice.connect("client:carol", &[]);
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31480)), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua_calls_a_dialtone_client_through_the_udp_trunk() {
+    let scratch = Scratch::new("server-trunk");
+    let srv = server(&scratch).await;
+    let mut bob = client(&srv, "bob");
+    bob.register().await;
+    let trunk = format!("direct:{}", srv.addresses().sip_udp);
+    let mut pj = Pjsua::start(&scratch, "call", "udp", &trunk, "sip:bob@127.0.0.1", None);
+    pj.expect("registered", 20).await;
+    use tokio::io::AsyncWriteExt;
+    pj.stdin.write_all(b"go\n").await.unwrap();
+    let invite = bob.invite(20).await;
+    assert!(invite.from().is_some_and(|f| f.contains("pjsua")), "{:?}", invite.from());
+    let _call = invite.accept(bob.delegate());
+    bob.wait_for(20, "connected", |e| matches!(e, Heard::Connected)).await;
+    pj.expect("media-active", 10).await;
+    bob.hear_more(48_000, 10).await;
+    assert!(rms(&bob.heard()[12_000..]) > 300.0, "bob hears pjsua through the server");
+    bob.wait_for(20, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+    assert_eq!(pj.expect("disconnected", 10).await, "disconnected 200");
+    let heard = pj.finish().await;
+    assert!(heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0, "pjsua hears bob through the server");
+}
