@@ -1,19 +1,27 @@
-//! `dialtone demo`: alice calls bob with custom parameters; bob prints the invite and
-//! accepts; both send a call message; alice sends digits, mutes, unmutes, holds and
-//! resumes, then hangs up. Every delegate callback and the insights events of both
-//! sides are printed. It fails (exit 1, with the catalogue code) if any step does not
-//! happen as the call model promises.
+//! `dialtone demo`: the embedded server starts in this process on free loopback ports,
+//! and two clients, alice and bob, register with it over WebSocket. Alice calls
+//! `client:bob` with custom parameters; bob prints the invite and accepts; the shared
+//! speech flows both ways over Opus with SRTP for about ten seconds while a status line
+//! shows state, codec, MOS, jitter, loss, RTT and levels; both send a call message;
+//! alice sends digits (bob reports them), mutes, unmutes, holds and resumes, then hangs
+//! up. Both print a stats summary and the WAV files of what they heard. It fails (exit
+//! 1, with the catalogue code) if any step does not happen as promised.
 
 use std::collections::BTreeSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use dialtone_core::loopback::LoopbackNetwork;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use dialtone_core::config::ServerConfig;
 use dialtone_core::{
     AcceptOptions, Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState,
     CancelledCallInvite, ConnectOptions, ErrorCode, MemoryInsightsSink, NotificationDelegate, QualityWarning,
-    Voice, VoiceError,
+    StatsReport, Voice, VoiceError,
 };
+
+use crate::stack::{self, ClientSetup};
 
 /// What a party's delegates saw, in order, for the final check.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +33,7 @@ enum Seen {
     Failed(u32),
     MessageReceived(String),
     MessageSent,
+    Digits(String),
 }
 
 struct Party {
@@ -33,9 +42,20 @@ struct Party {
     invites: Mutex<Vec<CallInvite>>,
 }
 
+/// Whether a status line is being updated in place (a terminal), so the next line
+/// must start below it.
+static STATUS_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn println_below(line: &str) {
+    if STATUS_PENDING.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        println!();
+    }
+    println!("{line}");
+}
+
 impl Party {
     fn say(&self, what: impl AsRef<str>) {
-        println!("[{:<5}] {}", self.name, what.as_ref());
+        println_below(&format!("[{:<5}] {}", self.name, what.as_ref()));
     }
     fn saw(&self, s: Seen) {
         // The receiver lives as long as the demo; a send can only fail after it returns.
@@ -62,6 +82,10 @@ impl CallDelegate for Party {
             Some(e) => self.say(format!("disconnected: {e}")),
         }
         self.saw(Seen::Disconnected(error.map(VoiceError::code)));
+    }
+    fn did_receive_digits(&self, _: &Call, digits: &str) {
+        self.say(format!("digits received: {digits}"));
+        self.saw(Seen::Digits(digits.to_owned()));
     }
     fn did_receive_quality_warnings(
         &self,
@@ -118,7 +142,7 @@ fn step_failed(what: &str) -> VoiceError {
 
 /// Waits for the next thing a party saw.
 fn next(rx: &mpsc::Receiver<Seen>, what: &str) -> Result<Seen, VoiceError> {
-    rx.recv_timeout(Duration::from_secs(5)).map_err(|_| step_failed(&format!("no {what}")))
+    rx.recv_timeout(Duration::from_secs(10)).map_err(|_| step_failed(&format!("no {what}")))
 }
 
 fn expect(rx: &mpsc::Receiver<Seen>, want: Seen, what: &str) -> Result<(), VoiceError> {
@@ -132,42 +156,67 @@ fn expect(rx: &mpsc::Receiver<Seen>, want: Seen, what: &str) -> Result<(), Voice
 
 /// Runs the demo.
 pub(crate) fn run() -> Result<(), VoiceError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, format!("cannot start the runtime: {e}")))?;
-    println!("Dialtone {} demo: alice calls bob.", Voice::version());
-    println!(
-        "This build runs the call model over the in-memory loopback backend: no sockets and no audio yet\n\
-         (the SIP, server and media parts replace it as they land).\n"
-    );
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+            VoiceError::new(ErrorCode::UnknownError, format!("cannot start the runtime: {e}"))
+        })?;
+    let _enter = rt.enter();
+    println!("Dialtone {} demo: alice calls bob through the embedded server.\n", Voice::version());
 
+    // A scratch home for the server (development account, CA, no database file) and
+    // for the recordings.
+    let home = std::env::temp_dir().join(format!("dialtone-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(|e| {
+        VoiceError::new(ErrorCode::UnknownError, format!("cannot create {}: {e}", home.display()))
+    })?;
+    let mut cfg = ServerConfig::default();
+    cfg.sip_udp_port = 0;
+    cfg.sip_tcp_port = 0;
+    cfg.sip_tls_port = 0;
+    cfg.ws_port = 0;
+    cfg.wss_port = 0;
+    cfg.http_port = 0;
+    cfg.data_dir = Some(home.join("server"));
+    cfg.database_url = Some("sqlite::memory:".into());
+    let server = rt
+        .block_on(dialtone_server::Server::start(&cfg))
+        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, format!("the server did not start: {e}")))?;
+    println!("[server] SIP over WebSocket at {}", server.addresses().ws_url());
+
+    let speech = stack::shared_speech(48_000);
+    if speech.is_none() {
+        eprintln!("dialtone demo: ../shared/audio/speech-48k.wav not found (set DIALTONE_SHARED_AUDIO); sending silence");
+    }
     let (alice_tx, alice_rx) = mpsc::channel();
     let (bob_tx, bob_rx) = mpsc::channel();
     let alice = Arc::new(Party { name: "alice", seen: alice_tx, invites: Mutex::default() });
     let bob = Arc::new(Party { name: "bob", seen: bob_tx, invites: Mutex::default() });
     let alice_insights = Arc::new(MemoryInsightsSink::new());
     let bob_insights = Arc::new(MemoryInsightsSink::new());
-
-    let net = LoopbackNetwork::new();
-    let alice_voice = Voice::builder(net.backend("alice")).insights_sink(alice_insights.clone()).build();
-    let bob_voice = Voice::builder(net.backend("bob"))
-        .insights_sink(bob_insights.clone())
-        .incoming_delegate(bob.clone())
-        .build();
-    rt.block_on(bob_voice.register("dev-token-bob", ""))?;
+    let setup = |name: &str| ClientSetup {
+        server: server.addresses().ws_url(),
+        ca_file: None,
+        play: speech.clone(),
+        record: Some(home.join(format!("{name}-heard.wav"))),
+    };
+    let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice"), None)?;
+    let (bob_voice, _bob_agent, bob_wavs) = stack::build(setup("bob"), Some(bob.clone()))?;
+    let _ = (&alice_insights, &bob_insights);
+    let alice_token = server.mint_token("alice", 3600)?;
+    let bob_token = server.mint_token("bob", 3600)?;
+    rt.block_on(bob_voice.register(&bob_token, ""))?;
     bob.say("registered as bob");
 
     alice.say("calling client:bob with caller_first_name=alice, caller_last_name=smith");
-    let options = ConnectOptions::builder("dev-token-alice")
+    let options = ConnectOptions::builder(alice_token)
         .param("to", "client:bob")
         .param("caller_first_name", "alice")
         .param("caller_last_name", "smith")
         .call_message_delegate(alice.clone())
         .build();
     let call = alice_voice.connect(options, alice.clone());
-    expect(&alice_rx, Seen::Ringing, "ringing")?;
     let Seen::Invite(sid) = next(&bob_rx, "invite")? else { return Err(step_failed("bob got no invite")) };
+    expect(&alice_rx, Seen::Ringing, "ringing")?;
     let invite = bob.invites.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let invite =
         invite.filter(|i| i.call_sid() == sid).ok_or_else(|| step_failed("the invite went missing"))?;
@@ -183,31 +232,69 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     expect(&alice_rx, Seen::Connected, "alice connected")?;
     expect(&bob_rx, Seen::Connected, "bob connected")?;
 
+    let tty = std::io::stdout().is_terminal();
+    let status = |second: u32| {
+        let line = format!(
+            "{second:>2}s alice: {} | bob: {}",
+            status_line(&call, call.stats().as_ref()),
+            status_line(&bob_call, bob_call.stats().as_ref())
+        );
+        if tty {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+            STATUS_PENDING.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            println!("[status] {line}");
+        }
+    };
     let hello_bob = r#"{"greeting":"hello bob"}"#;
     let hello_alice = r#"{"greeting":"hello alice"}"#;
-    alice.say(format!("sending message {hello_bob}"));
-    call.send_message(CallMessage::new(hello_bob));
-    expect(&bob_rx, Seen::MessageReceived(hello_bob.into()), "bob's message")?;
-    expect(&alice_rx, Seen::MessageSent, "alice's delivery report")?;
-    bob.say(format!("sending message {hello_alice}"));
-    bob_call.send_message(CallMessage::new(hello_alice));
-    expect(&alice_rx, Seen::MessageReceived(hello_alice.into()), "alice's message")?;
-    expect(&bob_rx, Seen::MessageSent, "bob's delivery report")?;
-
-    call.send_digits("1234#")?;
-    alice.say("sent digits 1234# (carried by the media engine once it lands)");
-    let report = |label: &str| {
-        alice.say(format!("{label} (muted: {}, on hold: {})", call.is_muted(), call.is_on_hold()))
-    };
-    call.mute(true);
-    report("muted");
-    call.mute(false);
-    report("unmuted");
-    call.hold(true);
-    report("on hold");
-    call.hold(false);
-    report("resumed");
-
+    for second in 1..=10u32 {
+        std::thread::sleep(Duration::from_secs(1));
+        status(second);
+        match second {
+            2 => {
+                call.send_digits("1234#")?;
+                alice.say("sent digits 1234#");
+                let mut got = String::new();
+                while got.len() < 5 {
+                    match next(&bob_rx, "digits")? {
+                        Seen::Digits(d) => got.push_str(&d),
+                        other => return Err(step_failed(&format!("expected digits, got {other:?}"))),
+                    }
+                }
+                if got != "1234#" {
+                    return Err(step_failed(&format!("bob heard digits {got:?}")));
+                }
+            }
+            3 => {
+                call.send_message(CallMessage::new(hello_bob));
+                expect(&bob_rx, Seen::MessageReceived(hello_bob.into()), "bob's message")?;
+                expect(&alice_rx, Seen::MessageSent, "alice's delivery report")?;
+                bob_call.send_message(CallMessage::new(hello_alice));
+                expect(&alice_rx, Seen::MessageReceived(hello_alice.into()), "alice's message")?;
+                expect(&bob_rx, Seen::MessageSent, "bob's delivery report")?;
+            }
+            4 => {
+                call.mute(true);
+                alice.say("muted");
+            }
+            5 => {
+                call.mute(false);
+                alice.say("unmuted");
+            }
+            6 => {
+                call.hold(true);
+                alice.say("on hold");
+            }
+            7 => {
+                call.hold(false);
+                alice.say("resumed");
+            }
+            _ => {}
+        }
+    }
+    let summaries = [("alice", call.stats()), ("bob", bob_call.stats())];
     alice.say("hanging up");
     call.disconnect();
     expect(&alice_rx, Seen::Disconnected(None), "alice's hang-up")?;
@@ -215,11 +302,59 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     if call.state() != CallState::Disconnected || bob_call.state() != CallState::Disconnected {
         return Err(step_failed("a call did not end"));
     }
-
-    for (name, sink) in [("alice", &alice_insights), ("bob", &bob_insights)] {
-        println!("\n[{name:<5}] insights events: {}", sink.names().join(", "));
+    for (name, stats) in summaries {
+        println_below(&format!("[{name:<5}] summary: {}", summary(stats.as_ref())));
+    }
+    // Let the renderers close their files.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(alice_voice);
+    drop(bob_voice);
+    std::thread::sleep(Duration::from_millis(200));
+    for (name, wavs) in [("alice", &alice_wavs), ("bob", &bob_wavs)] {
+        let list: Vec<PathBuf> = wavs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for w in list {
+            let level = stack::wav_rms(&w).unwrap_or(0.0);
+            println!("[{name:<5}] heard audio written to {} (RMS {level:.0})", w.display());
+            if speech.is_some() && level < 100.0 {
+                return Err(step_failed(&format!("{name}'s recording is silent")));
+            }
+        }
     }
     println!("\nThe call ended normally on both sides.");
-    drop(bob_voice);
+    drop(server);
     Ok(())
+}
+
+fn status_line(call: &Call, stats: Option<&StatsReport>) -> String {
+    let state = format!("{:?}", call.state()).to_lowercase();
+    let Some(s) = stats else { return format!("{state}, no media yet") };
+    let local = s.local_audio_tracks.first();
+    let remote = s.remote_audio_tracks.first();
+    let codec = local.map(|l| l.codec.clone()).unwrap_or_default();
+    let mos = remote.and_then(|r| r.mos).map_or("-".into(), |m| format!("{m:.2}"));
+    let jitter = remote.map_or(0.0, |r| r.jitter_ms);
+    let lost = remote.map_or(0, |r| r.packets_lost);
+    let rtt = local.and_then(|l| l.round_trip_time_ms).map_or("-".into(), |r| format!("{r:.0} ms"));
+    let level_in = local.map_or(0, |l| l.audio_level);
+    let level_out = remote.map_or(0, |r| r.audio_level);
+    format!(
+        "{state} {codec} MOS {mos} jitter {jitter:.1} ms lost {lost} RTT {rtt} level in {level_in:>5} out {level_out:>5}"
+    )
+}
+
+fn summary(stats: Option<&StatsReport>) -> String {
+    let Some(s) = stats else { return "no media statistics".into() };
+    let local = s.local_audio_tracks.first();
+    let remote = s.remote_audio_tracks.first();
+    format!(
+        "codec {}, sent {} packets ({} bytes), received {} packets ({} bytes), lost {}, jitter {:.1} ms, MOS {}",
+        local.map(|l| l.codec.as_str()).unwrap_or("-"),
+        local.map_or(0, |l| l.packets_sent),
+        local.map_or(0, |l| l.bytes_sent),
+        remote.map_or(0, |r| r.packets_received),
+        remote.map_or(0, |r| r.bytes_received),
+        remote.map_or(0, |r| r.packets_lost),
+        remote.map_or(0.0, |r| r.jitter_ms),
+        remote.and_then(|r| r.mos).map_or("-".into(), |m| format!("{m:.2}")),
+    )
 }

@@ -1,14 +1,15 @@
-//! The `dialtone` command.
-//!
-//! `dialtone demo` runs alice calling bob in one process. Today it runs the call model
-//! over the in-memory loopback backend (no sockets, no audio), because the SIP,
-//! server and media crates are not built yet; each of them replaces a piece of it as
-//! it lands.
+//! The `dialtone` command: `demo` (the embedded server and two clients in one process,
+//! a real call between them), `server` (the embedded signaling server) and `token`
+//! (mint an access token from the configured or development key).
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod server_cmd;
+mod stack;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,24 @@ struct Cli {
 enum Command {
     /// Alice calls bob in this process and every step of the call is printed.
     Demo,
+    /// Runs the embedded signaling server (SIP over WS, WSS, TLS, TCP, UDP; REST API).
+    Server {
+        /// A TOML configuration file (default: DIALTONE_CONFIG or ./dialtone.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Mints an access token from the configured key (or the development key).
+    Token {
+        /// The client identity (letters, digits and _, at most 121).
+        #[arg(long)]
+        identity: String,
+        /// Lifetime in seconds (at most 86400).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -37,6 +56,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => demo::run(),
+        Command::Server { config } => server_cmd::serve(config),
+        Command::Token { identity, ttl, config } => {
+            server_cmd::token(config, &identity, ttl).map(|t| println!("{t}"))
+        }
     };
     if let Err(e) = result {
         eprintln!("dialtone: error {} {}: {}", e.code(), e.name(), e.message());

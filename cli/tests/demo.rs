@@ -7,7 +7,13 @@ use std::process::Command;
 
 #[test]
 fn the_demo_shows_the_whole_call_and_exits_0() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dialtone")).arg("demo").output().expect("the binary runs");
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/audio");
+    assert!(std::path::Path::new(shared).join("speech-48k.wav").exists(), "the shared speech is at {shared}");
+    let out = Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .arg("demo")
+        .env("DIALTONE_SHARED_AUDIO", shared)
+        .output()
+        .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -17,18 +23,23 @@ fn the_demo_shows_the_whole_call_and_exits_0() {
     );
     for line in [
         "[alice] ringing (call SID CA",
-        "[bob  ] invite: from client:alice to bob, call SID CA",
+        "[server] SIP over WebSocket at ws://127.0.0.1:",
+        "[bob  ] invite: from client:alice to client:bob, call SID CA",
         "[bob  ]   custom parameter caller_first_name = alice",
         "[bob  ]   custom parameter caller_last_name = smith",
         "[alice] connected, codec opus",
         "[bob  ] connected, codec opus",
         r#"[bob  ] message received (application/json): {"greeting":"hello bob"}"#,
         r#"[alice] message received (application/json): {"greeting":"hello alice"}"#,
-        "[alice] on hold (muted: false, on hold: true)",
+        "[bob  ] digits received: 1",
+        "[alice] on hold",
+        "[alice] resumed",
+        "10s alice: connected opus MOS",
         "[bob  ] disconnected (normal hang-up)",
         "[alice] disconnected (normal hang-up)",
-        "connection/accepted-by-local",
-        "settings/codec",
+        "[alice] summary: codec opus, sent",
+        "[bob  ] heard audio written to ",
+        "The call ended normally on both sides.",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

@@ -1,0 +1,136 @@
+//! The client stack the commands share: a `Voice` over a SIP agent (WebSocket, TLS,
+//! TCP or UDP by the server URL's scheme), the RTP engine with Opus and G.711, and
+//! audio from a WAV file (or silence) into a WAV file (or nowhere).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dialtone_audio_file::{WavCapturer, WavRenderer};
+use dialtone_audio_memory::BufferCapturer;
+use dialtone_codec_opus::Opus;
+use dialtone_codec_pcmu::{Law, G711};
+use dialtone_core::parts::{
+    AudioCapturer, AudioCodec, AudioFormat, AudioRenderer, EncoderSettings, MediaSessionConfig,
+    SignalingTransport, TlsSettings, TransportTarget,
+};
+use dialtone_core::{ErrorCode, NotificationDelegate, Voice, VoiceError};
+use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
+use dialtone_sip::{AgentConfig, SipAgent};
+
+/// The shared speech recordings next to the repository (`../shared/audio`), or
+/// `DIALTONE_SHARED_AUDIO`.
+pub(crate) fn shared_speech(rate: u32) -> Option<PathBuf> {
+    let dir = std::env::var_os("DIALTONE_SHARED_AUDIO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/audio"));
+    let f = dir.join(format!("speech-{}k.wav", rate / 1000));
+    f.exists().then_some(f)
+}
+
+/// What a client is made of.
+pub(crate) struct ClientSetup {
+    pub(crate) server: String,
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Played into every call (looped); `None` sends silence.
+    pub(crate) play: Option<PathBuf>,
+    /// Where received audio is written, one file per call (`-2`, `-3` ... after the
+    /// first).
+    pub(crate) record: Option<PathBuf>,
+}
+
+/// A renderer that drops what it is given (no `--record`).
+struct Discard(AudioFormat);
+
+impl AudioRenderer for Discard {
+    fn format(&self) -> AudioFormat {
+        self.0
+    }
+    fn write_frame(&mut self, _: &[i16]) -> Result<(), VoiceError> {
+        Ok(())
+    }
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    if n == 1 {
+        return path.to_owned();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}-{n}{ext}"))
+}
+
+pub(crate) fn codecs() -> Vec<Arc<dyn AudioCodec>> {
+    vec![
+        Arc::new(Opus::new(EncoderSettings::default())),
+        Arc::new(G711::new(Law::Mu)),
+        Arc::new(G711::new(Law::A)),
+    ]
+}
+
+fn transport_for(url: &str) -> Result<Arc<dyn SignalingTransport>, VoiceError> {
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        Ok(Arc::new(dialtone_transport_ws::WsTransport::default()))
+    } else if url.starts_with("sip:") || url.starts_with("sips:") {
+        Ok(Arc::new(dialtone_transport_tcp::TcpTransport::default()))
+    } else {
+        Err(VoiceError::new(
+            ErrorCode::MalformedRequest,
+            format!("--server {url:?}: use ws://, wss://, sip: or sips:"),
+        ))
+    }
+}
+
+/// Builds a `Voice` and its agent; the paths of the recordings made so far are in
+/// the returned list.
+pub(crate) fn build(
+    setup: ClientSetup,
+    incoming: Option<Arc<dyn NotificationDelegate>>,
+) -> Result<(Voice, Arc<SipAgent>, Arc<Mutex<Vec<PathBuf>>>), VoiceError> {
+    let transport = transport_for(&setup.server)?;
+    let mut tls = TlsSettings::default();
+    if let Some(ca) = &setup.ca_file {
+        tls = tls.with_ca_file(ca);
+    }
+    let target = TransportTarget::new(setup.server.clone()).with_tls(tls);
+    let recordings: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let made = recordings.clone();
+    let (play, record) = (setup.play, setup.record);
+    if let Some(p) = &play {
+        // Fail now, not at the first call.
+        WavCapturer::open(p, true, 20)?;
+    }
+    let factory = Arc::new(move || -> Result<MediaSessionConfig, VoiceError> {
+        let capturer: Box<dyn AudioCapturer> = match &play {
+            Some(p) => Box::new(WavCapturer::open(p, true, 20)?),
+            None => Box::new(BufferCapturer::silence(AudioFormat::new(48_000, 1, 20)?)),
+        };
+        let format = AudioFormat::new(48_000, 1, 20)?;
+        let renderer: Box<dyn AudioRenderer> = match &record {
+            Some(r) => {
+                let mut list = made.lock().unwrap_or_else(|p| p.into_inner());
+                let path = numbered(r, list.len() + 1);
+                list.push(path.clone());
+                Box::new(WavRenderer::create(&path, format)?)
+            }
+            None => Box::new(Discard(format)),
+        };
+        Ok(MediaSessionConfig::new(codecs(), capturer, renderer))
+    });
+    let engine = RtpEngine::new(RtpEngineConfig { ports: None, ..RtpEngineConfig::default() });
+    let agent = SipAgent::new(AgentConfig::new(target), transport, Arc::new(engine), factory);
+    let mut builder = Voice::builder(agent.clone());
+    if let Some(d) = incoming {
+        builder = builder.incoming_delegate(d);
+    }
+    Ok((builder.build(), agent, recordings))
+}
+
+/// The RMS level of a WAV file's samples (to check a recording heard something).
+pub(crate) fn wav_rms(path: &Path) -> Option<f64> {
+    let r = hound::WavReader::open(path).ok()?;
+    let s: Vec<i16> = r.into_samples::<i16>().filter_map(Result::ok).collect();
+    if s.is_empty() {
+        return Some(0.0);
+    }
+    Some((s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt())
+}
