@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod client_cmd;
 mod demo;
 mod server_cmd;
 mod stack;
@@ -31,6 +32,43 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Registers and handles invites (accepts them by default) until Ctrl-C.
+    Listen {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        /// Accept every invite (the default).
+        #[arg(long, conflicts_with_all = ["reject", "ignore"])]
+        accept: bool,
+        /// Reject every invite (SIP 600).
+        #[arg(long, conflicts_with = "ignore")]
+        reject: bool,
+        /// Let invites ring.
+        #[arg(long)]
+        ignore: bool,
+        /// Exit after this many calls ended.
+        #[arg(long)]
+        calls: Option<usize>,
+    },
+    /// Places a call and exits when it ends.
+    Call {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        /// client:NAME, a sip: URI, or a number.
+        #[arg(long)]
+        to: String,
+        /// A custom parameter, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Seconds to stay connected before hanging up.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// DTMF digits to send once connected (0-9 * # A-D, w = 500 ms pause).
+        #[arg(long)]
+        digits: Option<String>,
+        /// A call message (JSON) to send once connected.
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Mints an access token from the configured key (or the development key).
     Token {
         /// The client identity (letters, digits and _, at most 121).
@@ -45,6 +83,13 @@ enum Command {
     },
 }
 
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -57,6 +102,19 @@ fn main() {
     let result = match cli.command {
         Command::Demo => demo::run(),
         Command::Server { config } => server_cmd::serve(config),
+        Command::Listen { client, reject, ignore, calls, .. } => {
+            let mode = if reject {
+                client_cmd::ListenMode::Reject
+            } else if ignore {
+                client_cmd::ListenMode::Ignore
+            } else {
+                client_cmd::ListenMode::Accept
+            };
+            client_cmd::listen(client, mode, calls)
+        }
+        Command::Call { client, to, params, duration, digits, message } => {
+            client_cmd::call(client, client_cmd::CallArgs { to, params, duration, digits, message })
+        }
         Command::Token { identity, ttl, config } => {
             server_cmd::token(config, &identity, ttl).map(|t| println!("{t}"))
         }

@@ -80,19 +80,22 @@ fn transport_for(url: &str) -> Result<Arc<dyn SignalingTransport>, VoiceError> {
     }
 }
 
+/// The recordings a client made, one per call.
+pub(crate) type Recordings = Arc<Mutex<Vec<PathBuf>>>;
+
 /// Builds a `Voice` and its agent; the paths of the recordings made so far are in
 /// the returned list.
 pub(crate) fn build(
     setup: ClientSetup,
     incoming: Option<Arc<dyn NotificationDelegate>>,
-) -> Result<(Voice, Arc<SipAgent>, Arc<Mutex<Vec<PathBuf>>>), VoiceError> {
+) -> Result<(Voice, Arc<SipAgent>, Recordings), VoiceError> {
     let transport = transport_for(&setup.server)?;
     let mut tls = TlsSettings::default();
     if let Some(ca) = &setup.ca_file {
         tls = tls.with_ca_file(ca);
     }
     let target = TransportTarget::new(setup.server.clone()).with_tls(tls);
-    let recordings: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let recordings: Recordings = Arc::default();
     let made = recordings.clone();
     let (play, record) = (setup.play, setup.record);
     if let Some(p) = &play {

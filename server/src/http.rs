@@ -23,6 +23,9 @@ use crate::accounts::Account;
 use crate::hub::HubMsg;
 use crate::store::Store;
 
+/// The answer a refused request gets (boxed: a response is large).
+type Refusal = Box<Response>;
+
 #[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) account: Account,
@@ -40,13 +43,13 @@ fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         .into_response()
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Refusal> {
     let denied = || {
-        error(
+        Box::new(error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::AuthenticationFailed,
             "HTTP Basic with the account SID and auth token",
-        )
+        ))
     };
     let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(denied)?;
     let encoded = value.strip_prefix("Basic ").ok_or_else(denied)?;
@@ -60,11 +63,11 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn account_matches(api: &Api, sid: &str) -> Result<(), Response> {
+fn account_matches(api: &Api, sid: &str) -> Result<(), Refusal> {
     if sid == api.account.account_sid {
         Ok(())
     } else {
-        Err(error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such account"))
+        Err(Box::new(error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such account")))
     }
 }
 
@@ -75,7 +78,7 @@ async fn list_calls(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
-        return r;
+        return *r;
     }
     let size = match q.get("PageSize").map(|s| s.parse::<i64>()) {
         None => 50,
@@ -100,7 +103,7 @@ async fn get_call(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
-        return r;
+        return *r;
     }
     let sid = call.strip_suffix(".json").unwrap_or(&call);
     match api.store.get_call(&account, sid).await {
@@ -112,7 +115,7 @@ async fn get_call(
 
 async fn registrations(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&api, &headers) {
-        return r;
+        return *r;
     }
     let (tx, rx) = oneshot::channel();
     if api.hub.send(HubMsg::Registrations(tx)).is_err() {

@@ -1,0 +1,173 @@
+//! End to end with the built binaries as separate processes over loopback:
+//! `dialtone server`, `dialtone listen` and `dialtone call`, checking the JSON events
+//! of both clients, the recorded audio, and the exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dialtone"))
+}
+
+/// Reads a child's stdout lines on a thread.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool, what: &str) -> String {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if pred(&l) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("no {what}"),
+        }
+    }
+}
+
+fn rms(path: &Path) -> f64 {
+    let bytes = std::fs::read(path).unwrap();
+    let s: Vec<i16> = bytes[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+}
+
+fn events(lines: &[String]) -> Vec<Value> {
+    lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+}
+
+#[test]
+fn server_listen_and_call_as_separate_processes() {
+    let home = std::env::temp_dir().join(format!("dialtone-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let cfg = home.join("dialtone.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nsip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n",
+    )
+    .unwrap();
+    let speech: PathBuf =
+        [env!("CARGO_MANIFEST_DIR"), "..", "..", "shared", "audio", "speech-48k.wav"].iter().collect();
+    assert!(speech.exists(), "{} is the shared speech", speech.display());
+
+    let mut server = bin()
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .env("DIALTONE_HOME", &home)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_out = lines(&mut server);
+    let server = Killed(server);
+    let ws = wait_line(&server_out, |l| l.contains("SIP WS"), "banner");
+    let url = ws.split_whitespace().last().unwrap().to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    let banner: Vec<String> =
+        std::iter::from_fn(|| server_out.recv_timeout(Duration::from_millis(500)).ok()).collect();
+    assert!(banner.iter().any(|l| l.contains("CA file") && l.contains("dev-ca.pem")), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains("dialtone token --identity")), "{banner:?}");
+
+    // A token minted by the command verifies with the server's key (it registers below).
+    let t = bin()
+        .args(["token", "--identity", "bob", "--config", cfg.to_str().unwrap()])
+        .env("DIALTONE_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(t.status.success());
+    assert_eq!(String::from_utf8_lossy(&t.stdout).trim().split('.').count(), 3);
+
+    let bob_wav = home.join("bob.wav");
+    let mut listen = bin()
+        .args(["listen", "--identity", "bob", "--server", &url, "--json", "--calls", "1"])
+        .args(["--config", cfg.to_str().unwrap(), "--play"])
+        .arg(&speech)
+        .arg("--record")
+        .arg(&bob_wav)
+        .env("DIALTONE_HOME", &home)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listen_out = lines(&mut listen);
+    let mut listen = Killed(listen);
+    let reg = wait_line(&listen_out, |l| l.contains("\"registered\""), "registration");
+    let reg: Value = serde_json::from_str(&reg).unwrap();
+    assert_eq!(reg["identity"], "bob");
+
+    let alice_wav = home.join("alice.wav");
+    let call = bin()
+        .args(["call", "--identity", "alice", "--server", &url, "--to", "client:bob", "--json"])
+        .args(["--param", "caller_first_name=alice", "--param", "caller_last_name=smith"])
+        .args(["--duration", "3", "--digits", "12", "--message", r#"{"hi":"bob"}"#])
+        .args(["--config", cfg.to_str().unwrap(), "--play"])
+        .arg(&speech)
+        .arg("--record")
+        .arg(&alice_wav)
+        .env("DIALTONE_HOME", &home)
+        .output()
+        .unwrap();
+    let call_stdout = String::from_utf8_lossy(&call.stdout).to_string();
+    assert!(call.status.success(), "{call_stdout}\n{}", String::from_utf8_lossy(&call.stderr));
+    let alice: Vec<Value> = events(&call_stdout.lines().map(str::to_owned).collect::<Vec<_>>());
+    let names: Vec<&str> = alice.iter().filter_map(|e| e["event"].as_str()).collect();
+    for want in ["ringing", "connected", "stats", "message_sent", "disconnected"] {
+        assert!(names.contains(&want), "alice's events {names:?} lack {want}");
+    }
+    assert!(alice.iter().all(|e| e["call_sid"].as_str().is_some_and(|s| s.starts_with("CA"))), "{alice:?}");
+    let stats = alice.iter().find(|e| e["event"] == "stats").unwrap();
+    assert_eq!(stats["codec"], "opus");
+    assert!(stats["mos"].as_f64().unwrap() > 4.0);
+    assert_eq!(alice.last().unwrap()["event"], "disconnected");
+    assert!(alice.last().unwrap()["error"].is_null());
+
+    // listen exits after its one call.
+    let status = listen.0.wait().unwrap();
+    assert!(status.success());
+    let bob: Vec<Value> = events(
+        &std::iter::from_fn(|| listen_out.recv_timeout(Duration::from_millis(200)).ok()).collect::<Vec<_>>(),
+    );
+    let invite = bob.iter().find(|e| e["event"] == "invite").unwrap();
+    assert_eq!(invite["from"], "client:alice");
+    assert_eq!(invite["custom_parameters"]["caller_first_name"], "alice");
+    assert_eq!(invite["custom_parameters"]["caller_last_name"], "smith");
+    assert!(invite["caller_verified"].is_null());
+    let digits: String =
+        bob.iter().filter(|e| e["event"] == "digits").filter_map(|e| e["digits"].as_str()).collect();
+    assert_eq!(digits, "12");
+    assert!(bob.iter().any(|e| e["event"] == "message_received" && e["content"] == r#"{"hi":"bob"}"#));
+    assert!(bob.iter().any(|e| e["event"] == "disconnected" && e["error"].is_null()));
+    assert!(rms(&alice_wav) > 300.0 && rms(&bob_wav) > 300.0, "both recordings hold speech");
+
+    // A failure exits non-zero with one line naming the catalogue code.
+    let fail = bin()
+        .args(["call", "--identity", "alice", "--server", &url, "--to", "client:nobody", "--json"])
+        .args(["--config", cfg.to_str().unwrap()])
+        .env("DIALTONE_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(!fail.status.success());
+    let err = String::from_utf8_lossy(&fail.stderr);
+    assert!(err.lines().any(|l| l.starts_with("dialtone: error 31480")), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&home);
+}
