@@ -285,6 +285,38 @@ pub struct ServerConfig {
     pub trusted_networks: Vec<String>,
     /// Seconds a callee rings before the call fails with 31408 (SIP 408 Request Timeout).
     pub ring_timeout_secs: u32,
+    /// TwiML applications. An access token's `grants.voice.outgoing.application_sid`
+    /// picks one; with exactly one configured, it is the default; with none, the
+    /// development routing dials `client:NAME`.
+    pub applications: Vec<ApplicationConfig>,
+}
+
+/// One TwiML application: a voice URL, or a TwiML document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApplicationConfig {
+    /// `AP` + 32 hex digits (any string is accepted).
+    pub sid: String,
+    /// POSTed `CallSid`, `AccountSid`, `From`, `To`, `Direction` and the caller's
+    /// custom parameters; answers TwiML.
+    #[serde(default)]
+    pub voice_url: Option<String>,
+    /// A TwiML document run for every call.
+    #[serde(default)]
+    pub twiml: Option<String>,
+}
+
+impl ApplicationConfig {
+    /// An application answering with a fixed TwiML document.
+    pub fn with_twiml(sid: impl Into<String>, twiml: impl Into<String>) -> Self {
+        ApplicationConfig { sid: sid.into(), voice_url: None, twiml: Some(twiml.into()) }
+    }
+
+    /// An application whose voice URL answers with TwiML.
+    pub fn with_voice_url(sid: impl Into<String>, url: impl Into<String>) -> Self {
+        ApplicationConfig { sid: sid.into(), voice_url: Some(url.into()), twiml: None }
+    }
 }
 
 impl Default for ServerConfig {
@@ -307,6 +339,7 @@ impl Default for ServerConfig {
             api_key_secret: None,
             trusted_networks: vec!["127.0.0.0/8".to_owned()],
             ring_timeout_secs: 60,
+            applications: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::accounts::{new_sid, Account};
 use crate::store::{now_ms, CallRecord, Store};
 use crate::token;
+use crate::twiml::{self, DialTarget, Verb};
+use dialtone_core::config::ApplicationConfig;
 
 /// A flow's number inside the hub.
 pub(crate) type FlowId = u64;
@@ -51,6 +53,10 @@ pub(crate) enum HubMsg {
     Closed(FlowId),
     /// A snapshot of the registrar, for the API and tests.
     Registrations(oneshot::Sender<HashMap<String, usize>>),
+    /// A voice URL answered (or failed) for the call with this SID.
+    Routed(String, Result<String, VoiceError>),
+    /// Run the rest of a call's TwiML (after a `<Pause>`).
+    Resume(String, VecDeque<Verb>),
 }
 
 /// Settings the hub needs.
@@ -60,6 +66,9 @@ pub(crate) struct HubConfig {
     pub(crate) trusted: Vec<(IpAddr, u8)>,
     pub(crate) ring_timeout: Duration,
     pub(crate) max_message_size: usize,
+    pub(crate) applications: Vec<ApplicationConfig>,
+    /// The hub's own inbox (for work that finishes later).
+    pub(crate) inbox: mpsc::UnboundedSender<HubMsg>,
 }
 
 struct FlowState {
@@ -104,6 +113,10 @@ struct Bridge {
     reoffer_from: Option<Role>,
     messages: VecDeque<Instant>,
     last_failure: Option<Failure>,
+    /// Who is calling (`client:NAME`, or the trunk's From URI).
+    caller_party: String,
+    /// The caller's offer, passed through to every device.
+    offer: String,
 }
 
 pub(crate) struct Hub {
@@ -194,6 +207,21 @@ impl Hub {
                     self.drain().await;
                 }
                 HubMsg::Closed(id) => self.on_closed(id).await,
+                HubMsg::Routed(sid, result) => {
+                    match result.and_then(|doc| twiml::parse(&doc)) {
+                        Ok(verbs) => self.run_verbs(&sid, verbs.into()).await,
+                        Err(e) => {
+                            tracing::warn!(call_sid = %sid, error = %e, "the application failed");
+                            let status = if e.kind() == ErrorCode::BadGateway { 502 } else { 500 };
+                            self.fail_bridge(&sid, status, "Application Error", Some(&e), "failed").await;
+                        }
+                    }
+                    self.drain().await;
+                }
+                HubMsg::Resume(sid, verbs) => {
+                    self.run_verbs(&sid, verbs).await;
+                    self.drain().await;
+                }
                 HubMsg::Registrations(reply) => {
                     let now = Instant::now();
                     let snapshot = self
@@ -502,8 +530,15 @@ impl Hub {
             }
         };
         // Who is calling: a token's identity, or a trusted trunk.
+        let mut app_sid = None;
         let caller = match Self::bearer(&request).map(|t| token::verify(&self.cfg.account, t)) {
             Some(Ok(claims)) => {
+                app_sid = claims
+                    .grants
+                    .voice
+                    .as_ref()
+                    .and_then(|v| v.outgoing.as_ref())
+                    .and_then(|o| o.application_sid.clone());
                 let identity = claims.grants.identity.unwrap_or_default();
                 if user_of(request.header("From")).as_deref() != Some(identity.as_str()) {
                     let e = VoiceError::new(
@@ -524,18 +559,13 @@ impl Hub {
                 return reject(self, 403, &e);
             }
         };
+        let app = self.application(app_sid.as_deref());
         let target = Uri::parse(request.uri()).ok().and_then(|u| u.user).unwrap_or_default();
         let target = target.strip_prefix("client:").unwrap_or(&target).to_owned();
-        if !wire::is_valid_identity(&target) {
+        if app.is_none() && !wire::is_valid_identity(&target) {
             let e = VoiceError::new(ErrorCode::InvalidClientName, format!("{target:?} is not a client name"));
             return reject(self, 404, &e);
         }
-        let sid = new_sid("CA");
-        let child_sid = new_sid("CA");
-        if let Some(ua) = self.ua(flow) {
-            ua.set_response_headers(call, &[(wire::CALL_SID_HEADER, sid.clone())]);
-        }
-        let to = format!("client:{target}");
         let params = match request.header(wire::PARAMS_HEADER) {
             Some(q) => match dialtone_core::push::parse_custom_parameters(q) {
                 Ok(p) => p,
@@ -543,13 +573,18 @@ impl Hub {
             },
             None => Default::default(),
         };
-        let record = |sid: &str, parent: Option<&str>, from: &str, direction: &str| CallRecord {
-            sid: sid.to_owned(),
-            parent_sid: parent.map(str::to_owned),
+        let sid = new_sid("CA");
+        if let Some(ua) = self.ua(flow) {
+            ua.set_response_headers(call, &[(wire::CALL_SID_HEADER, sid.clone())]);
+        }
+        let to = if wire::is_valid_identity(&target) { format!("client:{target}") } else { target.clone() };
+        let parent_rec = CallRecord {
+            sid: sid.clone(),
+            parent_sid: None,
             account_sid: self.cfg.account.account_sid.clone(),
-            from: from.to_owned(),
+            from: caller.clone(),
             to: to.clone(),
-            direction: direction.to_owned(),
+            direction: "inbound".to_owned(),
             status: "ringing".to_owned(),
             start_time: now_ms(),
             answer_time: None,
@@ -557,67 +592,197 @@ impl Hub {
             duration: None,
             end_cause: None,
         };
-        let parent_rec = record(&sid, None, &caller, "inbound");
-        let child_rec = record(&child_sid, Some(&sid), &caller, "outbound-dial");
         if let Err(e) = self.store.insert_call(&parent_rec).await {
             tracing::error!(error = %e, "cannot record the call");
         }
-        // Devices of the callee, newest first.
-        let devices: Vec<(FlowId, Uri)> = self
-            .registrar
-            .get(&target)
-            .map(|v| {
-                v.iter().rev().filter(|b| b.expires_at > now).map(|b| (b.flow, b.contact.clone())).collect()
-            })
-            .unwrap_or_default();
-        let caller_user = caller.strip_prefix("client:").map(str::to_owned);
-        let from = match &caller_user {
-            Some(u) => NameAddr::new(Uri::sip(Some(u), &self.cfg.domain)),
-            None => NameAddr::parse(request.header("From").unwrap_or("<sip:anonymous@anonymous.invalid>"))
-                .map(|mut n| {
-                    n.params.remove("tag");
-                    n
-                })
-                .unwrap_or_else(|_| NameAddr::new(Uri::sip(Some("anonymous"), "anonymous.invalid"))),
-        };
-        let sdp = String::from_utf8_lossy(&request.body).into_owned();
-        let mut extra = vec![(wire::CALL_SID_HEADER, child_sid.clone())];
-        if !params.is_empty() {
-            extra.push((wire::PARAMS_HEADER, wire::params_header(&params)));
-        }
-        let mut callees = Vec::new();
-        for (f, contact) in devices {
-            if let Some(ua) = self.ua(f) {
-                let c = ua.invite_from(from.clone(), contact, &sdp, &extra, now);
-                callees.push(Leg { flow: f, call: c });
-            }
-        }
-        tracing::info!(call_sid = %sid, %caller, %to, devices = callees.len(), "incoming call");
         self.legs.insert((flow, call), (sid.clone(), Role::Caller));
-        for l in &callees {
-            self.legs.insert((l.flow, l.call), (sid.clone(), Role::Callee));
-        }
-        let empty = callees.is_empty();
         self.bridges.insert(
             sid.clone(),
             Bridge {
                 sid: sid.clone(),
-                child_sid: child_sid.clone(),
+                child_sid: new_sid("CA"),
                 caller: Leg { flow, call },
-                callees,
+                callees: Vec::new(),
                 answered: None,
                 rang: false,
-                ring_deadline: now + self.cfg.ring_timeout,
+                // Set when dialing starts; routing itself is bounded by the voice URL's timeout.
+                ring_deadline: now + Duration::from_secs(24 * 3600),
                 reoffer_from: None,
                 messages: VecDeque::new(),
                 last_failure: None,
+                caller_party: caller.clone(),
+                offer: String::from_utf8_lossy(&request.body).into_owned(),
             },
         );
+        tracing::info!(call_sid = %sid, %caller, %to, app = ?app.as_ref().map(|a| a.sid.clone()), "incoming call");
+        match app {
+            // The development routing: <Dial><Client>NAME</Client></Dial>, with the
+            // caller's parameters passed on.
+            None => {
+                let dial = twiml::Dial {
+                    targets: vec![DialTarget::Client { identity: target, params }],
+                    ..Default::default()
+                };
+                self.run_verbs(&sid, VecDeque::from([Verb::Dial(dial)])).await;
+            }
+            Some(app) => match (&app.twiml, &app.voice_url) {
+                (Some(doc), _) => match twiml::parse(doc) {
+                    Ok(verbs) => self.run_verbs(&sid, verbs.into()).await,
+                    Err(e) => self.fail_bridge(&sid, 500, "Application Error", Some(&e), "failed").await,
+                },
+                (None, Some(url)) => {
+                    let mut form = vec![
+                        ("CallSid".to_owned(), sid.clone()),
+                        ("AccountSid".to_owned(), self.cfg.account.account_sid.clone()),
+                        ("From".to_owned(), caller.clone()),
+                        ("To".to_owned(), to.clone()),
+                        ("Direction".to_owned(), "inbound".to_owned()),
+                    ];
+                    form.extend(params);
+                    let (url, inbox, sid) = (url.clone(), self.cfg.inbox.clone(), sid.clone());
+                    tokio::spawn(async move {
+                        let r = twiml::post_form(&url, &form).await;
+                        let _ = inbox.send(HubMsg::Routed(sid, r));
+                    });
+                }
+                (None, None) => {
+                    let e = VoiceError::new(
+                        ErrorCode::ApplicationNotFound,
+                        format!("application {} has no voice_url or twiml", app.sid),
+                    );
+                    self.fail_bridge(&sid, 500, "Application Error", Some(&e), "failed").await;
+                }
+            },
+        }
+    }
+
+    /// The application a call runs: the token's, else the only one configured.
+    fn application(&self, sid: Option<&str>) -> Option<ApplicationConfig> {
+        match sid {
+            Some(s) => self.cfg.applications.iter().find(|a| a.sid == s).cloned(),
+            None if self.cfg.applications.len() == 1 => self.cfg.applications.first().cloned(),
+            None => None,
+        }
+    }
+
+    /// Runs a call's verbs in order until one dials, rejects, hangs up or pauses.
+    async fn run_verbs(&mut self, sid: &str, mut verbs: VecDeque<Verb>) {
+        if !self.bridges.contains_key(sid) {
+            return;
+        }
+        // Every verb but a pause ends this run; a pause continues it later.
+        if let Some(v) = verbs.pop_front() {
+            match v {
+                Verb::Pause { length } => {
+                    let (inbox, sid) = (self.cfg.inbox.clone(), sid.to_owned());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(u64::from(length))).await;
+                        let _ = inbox.send(HubMsg::Resume(sid, verbs));
+                    });
+                    return;
+                }
+                Verb::Reject { reason } => {
+                    let (status, text, kind) = if reason.eq_ignore_ascii_case("busy") {
+                        (486, "Busy Here", ErrorCode::BusyHere)
+                    } else {
+                        (603, "Decline", ErrorCode::Decline)
+                    };
+                    let e = VoiceError::new(kind, format!("the application rejected the call ({reason})"));
+                    return self
+                        .fail_bridge(
+                            sid,
+                            status,
+                            text,
+                            Some(&e),
+                            if status == 486 { "busy" } else { "canceled" },
+                        )
+                        .await;
+                }
+                Verb::Hangup => {
+                    let e = VoiceError::new(ErrorCode::Decline, "the application hung up");
+                    return self.fail_bridge(sid, 603, "Decline", Some(&e), "completed").await;
+                }
+                Verb::Dial(d) => return self.dial(sid, d).await,
+            }
+        }
+        let e = VoiceError::new(ErrorCode::Decline, "the application's TwiML ended without dialing");
+        self.fail_bridge(sid, 603, "Decline", Some(&e), "completed").await;
+    }
+
+    /// Rings every registered device of every `<Client>` of a `<Dial>`, in parallel.
+    async fn dial(&mut self, sid: &str, d: twiml::Dial) {
+        let now = Instant::now();
+        let Some(b) = self.bridges.get(sid) else { return };
+        let (child_sid, caller, offer) = (b.child_sid.clone(), b.caller_party.clone(), b.offer.clone());
+        let from_user = match &d.caller_id {
+            Some(id) => Some(id.strip_prefix("client:").unwrap_or(id).to_owned()),
+            None => caller.strip_prefix("client:").map(str::to_owned),
+        };
+        let from = match from_user {
+            Some(u) => NameAddr::new(Uri::sip(Some(&u), &self.cfg.domain)),
+            None => NameAddr::parse(&caller)
+                .unwrap_or_else(|_| NameAddr::new(Uri::sip(Some("anonymous"), "anonymous.invalid"))),
+        };
+        let mut callees = Vec::new();
+        let mut first_to = None;
+        for t in &d.targets {
+            let DialTarget::Client { identity, params } = t else {
+                tracing::warn!(call_sid = %sid, target = ?t, "<Sip> and <Number> are not supported yet; skipped");
+                continue;
+            };
+            first_to.get_or_insert_with(|| format!("client:{identity}"));
+            let devices: Vec<(FlowId, Uri)> = self
+                .registrar
+                .get(identity)
+                .map(|v| {
+                    v.iter()
+                        .rev()
+                        .filter(|b| b.expires_at > now)
+                        .map(|b| (b.flow, b.contact.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut extra = vec![(wire::CALL_SID_HEADER, child_sid.clone())];
+            if !params.is_empty() {
+                extra.push((wire::PARAMS_HEADER, wire::params_header(params)));
+            }
+            for (f, contact) in devices {
+                if let Some(ua) = self.ua(f) {
+                    let c = ua.invite_from(from.clone(), contact, &offer, &extra, now);
+                    callees.push(Leg { flow: f, call: c });
+                }
+            }
+        }
+        for l in &callees {
+            self.legs.insert((l.flow, l.call), (sid.to_owned(), Role::Callee));
+        }
+        let empty = callees.is_empty();
+        let timeout = d.timeout.map_or(self.cfg.ring_timeout, |t| Duration::from_secs(u64::from(t.max(1))));
+        let to = first_to.unwrap_or_else(|| "nobody".into());
+        if let Some(b) = self.bridges.get_mut(sid) {
+            b.callees = callees;
+            b.ring_deadline = now + timeout;
+        }
         if empty {
             let e =
                 VoiceError::new(ErrorCode::TemporarilyUnavailable, format!("{to} has no registered device"));
-            self.fail_bridge(&sid, 480, "Temporarily Unavailable", Some(&e), "failed").await;
-        } else if let Err(e) = self.store.insert_call(&child_rec).await {
+            return self.fail_bridge(sid, 480, "Temporarily Unavailable", Some(&e), "failed").await;
+        }
+        let rec = CallRecord {
+            sid: child_sid,
+            parent_sid: Some(sid.to_owned()),
+            account_sid: self.cfg.account.account_sid.clone(),
+            from: caller,
+            to,
+            direction: "outbound-dial".to_owned(),
+            status: "ringing".to_owned(),
+            start_time: now_ms(),
+            answer_time: None,
+            end_time: None,
+            duration: None,
+            end_cause: None,
+        };
+        if let Err(e) = self.store.insert_call(&rec).await {
             tracing::error!(error = %e, "cannot record the call leg");
         }
     }

@@ -33,6 +33,7 @@ mod hub;
 mod listen;
 pub mod store;
 pub mod token;
+pub mod twiml;
 
 pub use accounts::Account;
 
@@ -237,6 +238,8 @@ impl Server {
         let max = 64 * 1024;
         let (hub_tx, hub_rx) = mpsc::unbounded_channel();
         let hub_cfg = hub::HubConfig {
+            applications: config.applications.clone(),
+            inbox: hub_tx.clone(),
             account: account.clone(),
             domain: ip.to_string(),
             trusted,
@@ -282,6 +285,16 @@ impl Server {
     /// Mints an access token for `identity` (see [`token::mint`]).
     pub fn mint_token(&self, identity: &str, ttl_secs: u64) -> Result<String, dialtone_core::VoiceError> {
         token::mint(&self.account, identity, ttl_secs, None)
+    }
+
+    /// Mints an access token whose outgoing calls run the TwiML application `app_sid`.
+    pub fn mint_token_for_app(
+        &self,
+        identity: &str,
+        ttl_secs: u64,
+        app_sid: &str,
+    ) -> Result<String, dialtone_core::VoiceError> {
+        token::mint(&self.account, identity, ttl_secs, Some(app_sid))
     }
 
     /// The banner `dialtone server` prints: where it listens, the CA file, and how to

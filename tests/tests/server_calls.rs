@@ -11,14 +11,19 @@ mod sipkit;
 
 use std::sync::Arc;
 
-use dialtone_core::config::ServerConfig;
+use dialtone_core::config::{ApplicationConfig, ServerConfig};
 use dialtone_core::{CallMessage, CallState};
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
 use sipkit::{rms, Client, Heard, Pjsua, Scratch};
 
 async fn server(scratch: &Scratch) -> Server {
+    server_with(scratch, Vec::new()).await
+}
+
+async fn server_with(scratch: &Scratch, apps: Vec<ApplicationConfig>) -> Server {
     let mut cfg = ServerConfig::default();
+    cfg.applications = apps;
     cfg.sip_udp_port = 0;
     cfg.sip_tcp_port = 0;
     cfg.sip_tls_port = 0;
@@ -214,4 +219,109 @@ async fn pjsua_calls_a_dialtone_client_through_the_udp_trunk() {
     assert_eq!(pj.expect("disconnected", 10).await, "disconnected 200");
     let heard = pj.finish().await;
     assert!(heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0, "pjsua hears bob through the server");
+}
+
+/// A voice URL: answers each POST with `twiml` and reports the form it got.
+async fn voice_url(twiml: &'static str) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/voice", l.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            // Read the head and the body (Content-Length).
+            loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ = tx.send(body.to_owned());
+                        break;
+                    }
+                }
+            }
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{twiml}", twiml.len());
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twiml_applications_route_calls_and_their_failures_have_codes() {
+    let scratch = Scratch::new("server-twiml");
+    let (busy_url, mut posts) = voice_url(r#"<Response><Reject reason="busy"/></Response>"#).await;
+    let apps = vec![
+        ApplicationConfig::with_twiml(
+            "APstatic",
+            r#"<Response><Pause length="1"/><Dial timeout="20"><Client><Identity>bob</Identity><Parameter name="topic" value="a b&amp;c"/></Client></Dial></Response>"#,
+        ),
+        ApplicationConfig::with_voice_url("APbusy", busy_url),
+        ApplicationConfig::with_voice_url("APdown", "http://127.0.0.1:1/voice"),
+        ApplicationConfig::with_twiml("APbroken", "<Response><Dial"),
+    ];
+    let srv = server_with(&scratch, apps).await;
+    let mut bob = client(&srv, "bob");
+    bob.register().await;
+    let mut alice = client(&srv, "alice");
+
+    // A TwiML document: <Pause> then <Dial><Client> with a <Parameter>.
+    alice.token = Some(srv.mint_token_for_app("alice", 600, "APstatic").unwrap());
+    let started = std::time::Instant::now();
+    let call = alice.connect("anything", &[("ignored_by_twiml", "x")]);
+    let invite = bob.invite(10).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "<Pause length=1> waited");
+    assert_eq!(
+        invite.custom_parameters()["topic"],
+        "a b&c",
+        "parameters are URI-encoded on the way and decoded"
+    );
+    assert!(!invite.custom_parameters().contains_key("ignored_by_twiml"));
+    let _answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+
+    // A voice URL: POSTed the call's facts and the caller's parameters; it rejects busy.
+    alice.token = Some(srv.mint_token_for_app("alice", 600, "APbusy").unwrap());
+    let _call = alice.connect("client:bob", &[("caller_first_name", "alice")]);
+    let form = tokio::time::timeout(std::time::Duration::from_secs(10), posts.recv()).await.unwrap().unwrap();
+    for field in [
+        "CallSid=CA",
+        "AccountSid=AC",
+        "From=client%3Aalice",
+        "To=client%3Abob",
+        "Direction=inbound",
+        "caller_first_name=alice",
+    ] {
+        assert!(form.contains(field), "{field} missing in {form}");
+    }
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31486)), "{failed:?}");
+
+    // An unreachable voice URL is 31502; broken TwiML is 31100; the server goes on.
+    alice.token = Some(srv.mint_token_for_app("alice", 600, "APdown").unwrap());
+    let _call = alice.connect("client:bob", &[]);
+    let failed = alice.wait_for(15, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31502)), "{failed:?}");
+    alice.token = Some(srv.mint_token_for_app("alice", 600, "APbroken").unwrap());
+    let _call = alice.connect("client:bob", &[]);
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31100)), "{failed:?}");
+    alice.token = Some(srv.mint_token_for_app("alice", 600, "APstatic").unwrap());
+    let _call = alice.connect("client:bob", &[]);
+    bob.invite(10).await.reject();
+    let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31002)), "{failed:?}");
 }

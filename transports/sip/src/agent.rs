@@ -639,7 +639,8 @@ impl Driver {
                 }
                 let mut params = o.params.clone();
                 params.remove("to");
-                let mut extra = Vec::new();
+                // The call's own token: it may name another TwiML application.
+                let mut extra = vec![("Authorization", format!("Bearer {}", o.access_token))];
                 if !params.is_empty() {
                     extra.push((wire::PARAMS_HEADER, wire::params_header(&params)));
                 }

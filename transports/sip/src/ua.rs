@@ -563,7 +563,10 @@ impl UserAgent {
         let mut req = Message::request(Method::Invite, target.to_string());
         self.common_headers(&mut req, &from, &to, &call_id, 1);
         req.headers.push("Contact", NameAddr::new(self.contact_uri()).to_string());
-        self.auth_headers(&mut req);
+        // A call's own token (in `extra`) wins over the agent's.
+        if !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("Authorization")) {
+            self.auth_headers(&mut req);
+        }
         req.headers.push("User-Agent", self.config.user_agent.clone());
         req.headers.push("Allow", ALLOW);
         for (n, v) in extra {
