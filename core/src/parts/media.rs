@@ -64,6 +64,9 @@ pub enum MediaEvent {
     QualitySample(QualitySample),
     /// Media stopped (53405) or could not start (53407 for DTLS).
     Failed(VoiceError),
+    /// The codec in use keeps failing (a misbehaving plugin): the signaling layer
+    /// should exclude it ([`MediaSession::exclude_codec`]) and renegotiate.
+    CodecFailing(String),
 }
 
 /// One call's media.
@@ -86,6 +89,12 @@ pub trait MediaSession: Send + Sync {
     fn send_digits(&self, digits: &str) -> Result<(), VoiceError>;
     /// The session's statistics now.
     fn stats(&self) -> StatsReport;
+    /// Stops offering and accepting a codec (one that keeps failing); the next offer
+    /// leaves it out. False if the session cannot, or no other codec would remain.
+    fn exclude_codec(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
     /// The next event; `None` once the session is closed.
     async fn next_event(&self) -> Option<MediaEvent>;
     /// Stops media and releases sockets and devices.

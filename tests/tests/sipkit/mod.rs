@@ -388,6 +388,16 @@ impl Client {
         transport: Arc<dyn SignalingTransport>,
         engine: Arc<dyn MediaEngine>,
     ) -> Client {
+        Client::with_parts(identity, config, transport, engine, codecs())
+    }
+
+    pub fn with_parts(
+        identity: &str,
+        config: AgentConfig,
+        transport: Arc<dyn SignalingTransport>,
+        engine: Arc<dyn MediaEngine>,
+        codec_set: Vec<Arc<dyn AudioCodec>>,
+    ) -> Client {
         init_logs();
         let heard_audio: Recordings = Arc::default();
         let sink = heard_audio.clone();
@@ -396,7 +406,7 @@ impl Client {
             let (renderer, heard) = MemoryRenderer::new(format);
             sink.lock().unwrap().push(heard);
             let capturer = BufferCapturer::new(format, dialtone_tests::speech(48_000), true);
-            Ok(MediaSessionConfig::new(codecs(), Box::new(capturer), Box::new(renderer)))
+            Ok(MediaSessionConfig::new(codec_set.clone(), Box::new(capturer), Box::new(renderer)))
         });
         let agent = SipAgent::new(config, transport, engine, factory);
         let (tx, events) = mpsc::unbounded_channel();
@@ -420,7 +430,19 @@ impl Client {
     }
 
     pub fn connect(&self, to: &str, params: &[(&str, &str)]) -> Call {
+        self.connect_preferring(to, params, None)
+    }
+
+    pub fn connect_preferring(
+        &self,
+        to: &str,
+        params: &[(&str, &str)],
+        codecs: Option<Vec<PreferredCodec>>,
+    ) -> Call {
         let mut b = ConnectOptions::builder(self.access_token()).param("to", to);
+        if let Some(c) = codecs {
+            b = b.preferred_audio_codecs(c);
+        }
         for (k, v) in params {
             b = b.param(*k, *v);
         }

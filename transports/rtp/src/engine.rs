@@ -140,6 +140,7 @@ impl MediaEngine for RtpEngine {
             socket,
             local_addr,
             codecs,
+            excluded: Mutex::new(Vec::new()),
             session_id,
             state: Mutex::new(State {
                 io: Some((config.capturer, config.renderer)),
@@ -174,6 +175,8 @@ struct RtpMediaSession {
     socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     codecs: Vec<Arc<dyn AudioCodec>>,
+    /// Codecs no longer offered or accepted (they kept failing).
+    excluded: Mutex<Vec<String>>,
     session_id: u64,
     state: Mutex<State>,
     session: SharedSession,
@@ -187,8 +190,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RtpMediaSession {
+    fn usable(&self) -> Vec<Arc<dyn AudioCodec>> {
+        let excluded = lock(&self.excluded).clone();
+        self.codecs
+            .iter()
+            .filter(|c| !excluded.iter().any(|x| x.eq_ignore_ascii_case(&c.descriptor().name)))
+            .cloned()
+            .collect()
+    }
+
     fn descriptors(&self) -> Vec<dialtone_core::parts::CodecDescriptor> {
-        self.codecs.iter().map(|c| c.descriptor().clone()).collect()
+        self.usable().iter().map(|c| c.descriptor().clone()).collect()
+    }
+
+    fn new_ssrc() -> u32 {
+        let mut b = [0u8; 4];
+        rtc_crypto::default_provider().ok().and_then(|p| p.random().fill(&mut b).ok());
+        u32::from_be_bytes(b) | 1
     }
 
     fn wanted_direction(&self, state: &State) -> Direction {
@@ -201,24 +219,37 @@ impl RtpMediaSession {
 
     /// Starts media for what was agreed, or updates a running call (a re-offer).
     fn start(&self, neg: Negotiated) -> Result<(), VoiceError> {
-        let mut running = lock(&self.session);
-        if let Some(s) = running.as_mut() {
-            s.set_direction(neg.direction);
-            return Ok(());
-        }
         let codec = self
-            .codecs
-            .iter()
+            .usable()
+            .into_iter()
             .find(|c| c.descriptor().name.eq_ignore_ascii_case(&neg.codec.name))
-            .cloned()
             .ok_or_else(|| {
                 VoiceError::new(ErrorCode::NoSupportedCodec, format!("no codec {}", neg.codec.name))
             })?;
-        let ssrc = {
-            let mut b = [0u8; 4];
-            rtc_crypto::default_provider().ok().and_then(|p| p.random().fill(&mut b).ok());
-            u32::from_be_bytes(b) | 1
-        };
+        let mut running = lock(&self.session);
+        if let Some(s) = running.as_mut() {
+            if s.codec_name().eq_ignore_ascii_case(&neg.codec.name) {
+                s.set_direction(neg.direction);
+                return Ok(());
+            }
+            // A renegotiation to another codec: a new session (a new SSRC, so that
+            // no keystream is reused) in the running media task, which adapts its
+            // resampling to the new codec's rate.
+            let muted = lock(&self.state).muted;
+            let mut next = RtpSession::new(SessionConfig {
+                negotiated: neg,
+                codec: codec.clone(),
+                encoder: self.encoder.clone(),
+                jitter_min_delay_ms: self.jitter_min_delay_ms,
+                jitter_max_packets: self.jitter_max_packets.max(1),
+                ssrc: Self::new_ssrc(),
+            })?;
+            next.set_muted(muted);
+            tracing::info!(from = s.codec_name(), to = %codec.descriptor().name, "media switches codec");
+            *s = next;
+            return Ok(());
+        }
+        let ssrc = Self::new_ssrc();
         let mut session = RtpSession::new(SessionConfig {
             negotiated: neg,
             codec: codec.clone(),
@@ -256,12 +287,32 @@ impl MediaSession for RtpMediaSession {
         let mut st = lock(&self.state);
         st.version += 1;
         let direction = self.wanted_direction(&st);
+        let excluded = lock(&self.excluded).clone();
+        let lists_excluded = |l: &LocalDescription| {
+            l.codecs.iter().any(|c| excluded.iter().any(|x| x.eq_ignore_ascii_case(&c.name)))
+        };
         let local = match st.local.take() {
             // a re-offer keeps the socket and keys
-            Some(mut previous) => {
+            Some(mut previous) if !lists_excluded(&previous) => {
                 previous.direction = direction;
                 previous.version = st.version;
                 previous
+            }
+            // a re-offer without a failed codec: new codec lines, the same keys
+            Some(previous) => {
+                let mut next = sdp::offer(
+                    self.local_addr,
+                    &self.descriptors(),
+                    self.cfg.srtp,
+                    direction,
+                    self.session_id,
+                    st.version,
+                )
+                .map_err(|e| VoiceError::new(ErrorCode::ClientLocalDescFailed, e.message()))?;
+                if !previous.crypto.is_empty() && !next.crypto.is_empty() {
+                    next.crypto = previous.crypto;
+                }
+                next
             }
             None => sdp::offer(
                 self.local_addr,
@@ -295,7 +346,7 @@ impl MediaSession for RtpMediaSession {
             st.version += 1;
             let want = self.wanted_direction(&st);
             let previous = st.local.clone();
-            let (mut local, neg) = sdp::answer(
+            let (mut local, mut neg) = sdp::answer(
                 &remote,
                 self.local_addr,
                 &self.descriptors(),
@@ -308,6 +359,9 @@ impl MediaSession for RtpMediaSession {
             // keeps the keys the media already uses.
             if let Some(prev) = previous.filter(|p| !p.crypto.is_empty()) {
                 if !local.crypto.is_empty() && running {
+                    // The SDP says the old key, and a session made for a codec switch
+                    // uses it too.
+                    neg.local_key = prev.crypto.first().cloned();
                     local.crypto = prev.crypto;
                 }
             }
@@ -347,6 +401,18 @@ impl MediaSession for RtpMediaSession {
         lock(&self.session).as_ref().map(RtpSession::stats).unwrap_or_default()
     }
 
+    fn exclude_codec(&self, name: &str) -> bool {
+        let others = self.usable().iter().filter(|c| !c.descriptor().name.eq_ignore_ascii_case(name)).count();
+        if others == 0 {
+            return false;
+        }
+        let mut ex = lock(&self.excluded);
+        if !ex.iter().any(|x| x.eq_ignore_ascii_case(name)) {
+            ex.push(name.to_owned());
+        }
+        true
+    }
+
     async fn next_event(&self) -> Option<MediaEvent> {
         self.events_rx.lock().await.recv().await
     }
@@ -374,7 +440,15 @@ struct MediaTask {
     frame_ms: u32,
     codec_samples: usize,
     events: mpsc::UnboundedSender<MediaEvent>,
+    /// The codec the converters are set for, and its sample rate.
+    codec: (String, u32),
+    /// The codec already reported as failing.
+    reported_failing: Option<String>,
 }
+
+/// Codec failures in a row (half a second of 20 ms frames) before a codec is
+/// reported as failing.
+const CODEC_FAILURE_LIMIT: u32 = 25;
 
 impl MediaTask {
     fn new(
@@ -404,6 +478,8 @@ impl MediaTask {
             frame_ms,
             codec_samples: codec.samples_per_packet(),
             events,
+            codec: (codec.name.clone(), codec.sample_rate),
+            reported_failing: None,
         })
     }
 
@@ -421,6 +497,10 @@ impl MediaTask {
                 _ = tick.tick() => {
                     if !self.frame(&mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
                         break;
+                    }
+                    if codec_in.len() != self.codec_samples {
+                        codec_in = vec![0i16; self.codec_samples];
+                        codec_out = vec![0i16; self.codec_samples];
                     }
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
@@ -441,6 +521,19 @@ impl MediaTask {
         tracing::debug!("media task ended");
     }
 
+    /// Sets the converters and buffers for a new codec rate.
+    fn retune(&mut self, codec_rate: u32) -> Result<(), VoiceError> {
+        let cin = self.capturer.format();
+        let rout = self.renderer.format();
+        self.to_codec = FrameConverter::new(cin.sample_rate(), codec_rate, cin.channels(), self.frame_ms)?;
+        self.to_device = FrameConverter::new(codec_rate, rout.sample_rate(), rout.channels(), self.frame_ms)?;
+        self.codec_samples = (codec_rate * self.frame_ms / 1000) as usize;
+        if let Some(s) = lock(&self.session).as_ref() {
+            self.codec = (s.codec_name().to_owned(), codec_rate);
+        }
+        Ok(())
+    }
+
     /// One frame period; false when the session is gone.
     async fn frame(
         &mut self,
@@ -458,17 +551,36 @@ impl MediaTask {
                 codec_in.fill(0);
             }
         }
-        let (datagrams, dest, rtcp, rtcp_dest, sample) = {
+        let (datagrams, dest, rtcp, rtcp_dest, sample, failing) = {
             let mut guard = lock(&self.session);
             let Some(s) = guard.as_mut() else { return false };
+            if !s.codec_name().eq_ignore_ascii_case(&self.codec.0) {
+                // Renegotiated to another codec: resample for its rate from now on.
+                let rate = (s.frame_samples() as u64 * 1000 / u64::from(self.frame_ms.max(1))) as u32;
+                drop(guard);
+                if let Err(e) = self.retune(rate) {
+                    tracing::warn!("cannot adapt to the new codec: {e}");
+                    return false;
+                }
+                return true;
+            }
             let datagrams = s.send_frame(codec_in, now).unwrap_or_else(|e| {
                 tracing::warn!("encode failed: {e}");
                 Vec::new()
             });
             s.play_frame(codec_out, now);
             let (rtcp, sample) = s.poll(now);
-            (datagrams, s.remote_addr(), rtcp, s.rtcp_addr(), sample)
+            let failing =
+                (s.consecutive_codec_failures() >= CODEC_FAILURE_LIMIT).then(|| s.codec_name().to_owned());
+            (datagrams, s.remote_addr(), rtcp, s.rtcp_addr(), sample, failing)
         };
+        if let Some(name) = failing {
+            if self.reported_failing.as_deref() != Some(name.as_str()) {
+                tracing::warn!(codec = %name, "the codec keeps failing");
+                let _ = self.events.send(MediaEvent::CodecFailing(name.clone()));
+                self.reported_failing = Some(name);
+            }
+        }
         for d in &datagrams {
             if let Err(e) = self.socket.send_to(d, dest).await {
                 tracing::debug!("media send to {dest}: {e}");

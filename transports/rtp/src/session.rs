@@ -226,6 +226,10 @@ pub struct RtpSession {
     anchor: (Instant, SystemTime),
     scratch: Vec<u8>,
     silence: Vec<i16>,
+    /// Encodes that failed in a row.
+    encode_failures: u32,
+    /// Decodes that failed in a row.
+    decode_failures: u32,
 }
 
 fn profile(suite: CryptoSuite) -> ProtectionProfile {
@@ -310,6 +314,8 @@ impl RtpSession {
             anchor: (Instant::now(), SystemTime::now()),
             scratch: vec![0u8; 1500],
             silence: vec![0i16; frame_samples],
+            encode_failures: 0,
+            decode_failures: 0,
         })
     }
 
@@ -438,7 +444,14 @@ impl RtpSession {
         });
         self.scratch = buf;
         self.ts = self.ts.wrapping_add(frame_ts);
+        self.encode_failures = if result.is_ok() { 0 } else { self.encode_failures.saturating_add(1) };
         result.map(|()| out)
+    }
+
+    /// How many codec calls in a row failed (encode or decode); a codec that keeps
+    /// failing is worth renegotiating away from.
+    pub fn consecutive_codec_failures(&self) -> u32 {
+        self.encode_failures.max(self.decode_failures)
     }
 
     fn count_once(kind: &'static str, counter: &mut u64, detail: &dyn std::fmt::Display) {
@@ -582,9 +595,13 @@ impl RtpSession {
         let out = &mut out[..n];
         let source = match self.jitter.pop(now) {
             Playout::Packet(p) => match self.decoder.decode(&p.payload, out) {
-                Ok(_) => FrameSource::Decoded,
+                Ok(_) => {
+                    self.decode_failures = 0;
+                    FrameSource::Decoded
+                }
                 Err(e) => {
                     Self::count_once("undecodable", &mut self.drops.undecodable, &e);
+                    self.decode_failures = self.decode_failures.saturating_add(1);
                     self.conceal(out)
                 }
             },

@@ -124,6 +124,10 @@ enum Cmd {
     AnswerApplied(Uuid, Result<(), VoiceError>),
     Reanswer(Uuid, Option<String>),
     Media(Uuid, MediaEvent),
+    /// A new offer made on our own (a failing codec left out): send it as a re-INVITE.
+    Reoffer(Uuid, Result<String, VoiceError>),
+    /// A renegotiation finished: report the codec if it changed.
+    CodecCheck(Uuid),
     Token(String),
     /// Try to restore a lost registration (after a reconnect window ran out).
     Retry,
@@ -618,6 +622,24 @@ impl Driver {
                 }
             }
             Cmd::Media(uuid, event) => self.on_media_event(uuid, event).await,
+            Cmd::Reoffer(uuid, result) => match result {
+                Ok(sdp) => {
+                    let Some(c) = self.calls.get_mut(&uuid) else { return };
+                    c.local_sdp = Some(sdp.clone());
+                    if let (Some(id), Some(ua)) = (c.ua, self.ua.as_mut()) {
+                        if !ua.reinvite(id, &sdp, now) {
+                            tracing::warn!("cannot renegotiate now (an INVITE is in progress)");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot make an offer without the failing codec"),
+            },
+            Cmd::CodecCheck(uuid) => {
+                let Some(c) = self.calls.get(&uuid) else { return };
+                if let Some(codec) = c.media.as_ref().and_then(|m| m.negotiated_codec()) {
+                    c.link.deliver(CallEvent::CodecNegotiated(codec));
+                }
+            }
             Cmd::Call(uuid, command) => self.on_call_command(uuid, command, now).await,
             Cmd::Invite(sid, command) => self.on_invite_command(&sid, command, now),
         }
@@ -888,6 +910,20 @@ impl Driver {
         match event {
             MediaEvent::QualitySample(s) => c.link.deliver(CallEvent::QualitySample(s)),
             MediaEvent::DigitsReceived(d) => c.link.deliver(CallEvent::DigitsReceived(d)),
+            MediaEvent::CodecFailing(name) => {
+                // Concealment covers the gap; renegotiate to another common codec.
+                let Some(media) = c.media.clone() else { return };
+                let tx = self.shared.tx.clone();
+                tokio::spawn(async move {
+                    if media.exclude_codec(&name) {
+                        tracing::warn!(codec = %name, "renegotiating away from a failing codec");
+                        let offer = media.create_offer().await;
+                        let _ = tx.send(Cmd::Reoffer(uuid, offer));
+                    } else {
+                        tracing::warn!(codec = %name, "the codec keeps failing and no other is common");
+                    }
+                });
+            }
             MediaEvent::Failed(e) => {
                 tracing::warn!(error = %e, "media failed");
                 let id = c.ua;
@@ -1116,6 +1152,7 @@ impl Driver {
                         media.create_answer(&offer).await.ok()
                     };
                     let _ = tx.send(Cmd::Reanswer(uuid, sdp));
+                    let _ = tx.send(Cmd::CodecCheck(uuid));
                 });
             }
             UaEvent::ReofferAnswered { call, response } => {
@@ -1123,10 +1160,12 @@ impl Driver {
                 let Some(c) = self.calls.get_mut(&uuid) else { return };
                 let answer = String::from_utf8_lossy(&response.body).into_owned();
                 if let Some(m) = c.media.clone() {
+                    let tx = self.shared.tx.clone();
                     tokio::spawn(async move {
                         if let Err(e) = m.apply_answer(&answer).await {
                             tracing::warn!(error = %e, "cannot apply the re-INVITE answer");
                         }
+                        let _ = tx.send(Cmd::CodecCheck(uuid));
                     });
                 }
                 if std::mem::take(&mut c.reattaching) {
