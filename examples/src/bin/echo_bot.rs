@@ -12,6 +12,9 @@ use dialtone_core::parts::{AudioCapturer, AudioFormat, AudioRenderer};
 use dialtone_core::*;
 use dialtone_examples::{client, default_codecs, dev_server, rms, speech, AudioFactory};
 
+/// What the caller hears back (its renderer's buffer, once the call made one).
+type Recording = Arc<Mutex<Option<Arc<Mutex<Vec<i16>>>>>>;
+
 /// What the bot heard, waiting to be played back.
 type Loop = Arc<Mutex<VecDeque<i16>>>;
 
@@ -78,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bot = client(&server, default_codecs(), bot_audio, Some(Arc::new(Bot)));
     bot.register(&server.mint_token("echo", 600)?, "").await?;
 
-    let heard: Arc<Mutex<Option<Arc<Mutex<Vec<i16>>>>>> = Arc::default();
+    let heard: Recording = Arc::default();
     let keep = heard.clone();
     let path = speech(48_000).ok_or("the shared speech is missing (set DIALTONE_SHARED_AUDIO)")?;
     let caller_audio: AudioFactory = Arc::new(move || {
