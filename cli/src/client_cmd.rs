@@ -45,6 +45,10 @@ pub(crate) struct ClientArgs {
     /// A TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// The audio backend when no file is given: cpal (OS devices) or synthetic
+    /// (default: the configured audio.backend).
+    #[arg(long)]
+    pub(crate) audio_backend: Option<String>,
 }
 
 /// Prints events.
@@ -217,10 +221,42 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
         Some(t) => t.clone(),
         None => crate::server_cmd::token(args.config.clone(), &args.identity, 3600)?,
     };
-    if args.play.is_none() {
-        eprintln!("dialtone: no --play file: sending silence");
-    }
-    Ok((ClientSetup { server, ca_file, play: args.play.clone(), record: args.record.clone() }, token))
+    // Audio: files when given, else the configured backend's devices (cpal by default;
+    // `--audio-backend synthetic` for a tone), falling back to silence.
+    let mut registry = dialtone_core::Registry::new();
+    dialtone_audio_cpal::register(&mut registry)
+        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
+    dialtone_audio_memory::register(&mut registry)
+        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
+    dialtone_codec_opus::register(&mut registry)
+        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
+    dialtone_codec_pcmu::register(&mut registry)
+        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
+    let backend_name = args.audio_backend.clone().unwrap_or_else(|| cfg.audio.backend.clone());
+    let devices = if args.play.is_some() && args.record.is_some() {
+        None
+    } else {
+        let backend = registry
+            .create::<dyn dialtone_core::parts::AudioBackend>(&backend_name, &cfg)
+            .map_err(|e| VoiceError::new(ErrorCode::MalformedRequest, format!("audio backend: {e}")))?;
+        Some(stack::Devices {
+            backend,
+            input: cfg.audio.input_device.clone(),
+            output: cfg.audio.output_device.clone(),
+        })
+    };
+    let codecs = registry
+        .configured_codecs(&cfg)
+        .map_err(|e| VoiceError::new(ErrorCode::NoSupportedCodec, format!("codecs: {e}")))?;
+    let setup = ClientSetup {
+        server,
+        ca_file,
+        play: args.play.clone(),
+        record: args.record.clone(),
+        devices,
+        codecs: Some(codecs),
+    };
+    Ok((setup, token))
 }
 
 /// Emits `stats` once a second for every connected call in the list.

@@ -198,6 +198,8 @@ pub(crate) fn run() -> Result<(), VoiceError> {
         ca_file: None,
         play: speech.clone(),
         record: Some(home.join(format!("{name}-heard.wav"))),
+        devices: None,
+        codecs: None,
     };
     let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice"), None)?;
     let (bob_voice, _bob_agent, bob_wavs) = stack::build(setup("bob"), Some(bob.clone()))?;

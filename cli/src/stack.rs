@@ -10,7 +10,7 @@ use dialtone_audio_memory::BufferCapturer;
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::parts::{
-    AudioCapturer, AudioCodec, AudioFormat, AudioRenderer, EncoderSettings, MediaSessionConfig,
+    AudioBackend, AudioCapturer, AudioCodec, AudioFormat, AudioRenderer, EncoderSettings, MediaSessionConfig,
     SignalingTransport, TlsSettings, TransportTarget,
 };
 use dialtone_core::{ErrorCode, NotificationDelegate, Voice, VoiceError};
@@ -31,11 +31,36 @@ pub(crate) fn shared_speech(rate: u32) -> Option<PathBuf> {
 pub(crate) struct ClientSetup {
     pub(crate) server: String,
     pub(crate) ca_file: Option<PathBuf>,
-    /// Played into every call (looped); `None` sends silence.
+    /// Played into every call (looped); `None` uses the audio device.
     pub(crate) play: Option<PathBuf>,
     /// Where received audio is written, one file per call (`-2`, `-3` ... after the
-    /// first).
+    /// first); `None` uses the audio device.
     pub(crate) record: Option<PathBuf>,
+    /// The audio backend for what `play` and `record` do not cover (none: silence
+    /// in, nothing out).
+    pub(crate) devices: Option<Devices>,
+    /// The codecs, in order of preference (default: Opus, PCMU, PCMA).
+    pub(crate) codecs: Option<Vec<Arc<dyn AudioCodec>>>,
+}
+
+/// The OS audio devices to use when no file is given.
+#[derive(Clone)]
+pub(crate) struct Devices {
+    pub(crate) backend: Arc<dyn AudioBackend>,
+    pub(crate) input: Option<String>,
+    pub(crate) output: Option<String>,
+}
+
+static SAID_NO_INPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SAID_NO_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn say_once(flag: &std::sync::atomic::AtomicBool, what: &str) {
+    if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("dialtone: {what}");
+        }
+    }
 }
 
 /// A renderer that drops what it is given (no `--record`).
@@ -97,17 +122,28 @@ pub(crate) fn build(
     let target = TransportTarget::new(setup.server.clone()).with_tls(tls);
     let recordings: Recordings = Arc::default();
     let made = recordings.clone();
-    let (play, record) = (setup.play, setup.record);
+    let (play, record, devices) = (setup.play, setup.record, setup.devices);
+    let codec_set = setup.codecs.unwrap_or_else(codecs);
     if let Some(p) = &play {
         // Fail now, not at the first call.
         WavCapturer::open(p, true, 20)?;
     }
     let factory = Arc::new(move || -> Result<MediaSessionConfig, VoiceError> {
-        let capturer: Box<dyn AudioCapturer> = match &play {
-            Some(p) => Box::new(WavCapturer::open(p, true, 20)?),
-            None => Box::new(BufferCapturer::silence(AudioFormat::new(48_000, 1, 20)?)),
-        };
         let format = AudioFormat::new(48_000, 1, 20)?;
+        let capturer: Box<dyn AudioCapturer> = match (&play, &devices) {
+            (Some(p), _) => Box::new(WavCapturer::open(p, true, 20)?),
+            (None, Some(d)) => match d.backend.open_capturer(d.input.as_deref(), format) {
+                Ok(c) => c,
+                Err(e) => {
+                    say_once(&SAID_NO_INPUT, &format!("no input device ({}); sending silence", e.message()));
+                    Box::new(BufferCapturer::silence(format))
+                }
+            },
+            (None, None) => {
+                say_once(&SAID_NO_INPUT, "no --play file and no audio device: sending silence");
+                Box::new(BufferCapturer::silence(format))
+            }
+        };
         let renderer: Box<dyn AudioRenderer> = match &record {
             Some(r) => {
                 let mut list = made.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,9 +151,18 @@ pub(crate) fn build(
                 list.push(path.clone());
                 Box::new(WavRenderer::create(&path, format)?)
             }
-            None => Box::new(Discard(format)),
+            None => match &devices {
+                Some(d) => d.backend.open_renderer(d.output.as_deref(), format).unwrap_or_else(|e| {
+                    say_once(
+                        &SAID_NO_OUTPUT,
+                        &format!("no output device ({}); received audio is dropped", e.message()),
+                    );
+                    Box::new(Discard(format))
+                }),
+                None => Box::new(Discard(format)),
+            },
         };
-        Ok(MediaSessionConfig::new(codecs(), capturer, renderer))
+        Ok(MediaSessionConfig::new(codec_set.clone(), capturer, renderer))
     });
     let engine = RtpEngine::new(RtpEngineConfig { ports: None, ..RtpEngineConfig::default() });
     let agent = SipAgent::new(AgentConfig::new(target), transport, Arc::new(engine), factory);
