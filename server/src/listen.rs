@@ -124,7 +124,11 @@ pub(crate) fn serve_ws(
             Ok(a) => a,
             Err(_) => return,
         };
+        // Small buffers: a SIP connection is mostly idle, and the defaults (128 KiB
+        // each way) would cost an idle registration over 100 KiB (docs/benchmarks.md).
         let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
             .max_message_size(Some(max.saturating_mul(16)))
             .max_frame_size(Some(max.saturating_mul(16)));
         while let Ok((stream, remote)) = listener.accept().await {

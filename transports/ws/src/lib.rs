@@ -146,8 +146,11 @@ impl WsTransport {
         // can refuse the message (513) and the socket lives on; far larger frames are
         // refused by the WebSocket layer itself.
         let ws_limit = self.max_message_size.saturating_mul(16);
-        let config =
-            WebSocketConfig::default().max_message_size(Some(ws_limit)).max_frame_size(Some(ws_limit));
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(ws_limit))
+            .max_frame_size(Some(ws_limit));
         let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| conn_err(format!("WebSocket handshake with {url}: {e}")))?;
