@@ -5,6 +5,8 @@
 //! - `GET /2010-04-01/Accounts/{AccountSid}/Calls.json` (newest first, `?PageSize=`)
 //! - `GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
 //! - `GET /v1/Registrations` (identities with a live registration and their devices)
+//! - `POST /v1/Bindings` (JSON: identity, binding_type, address, gateway_url),
+//!   `GET /v1/Bindings?Identity=`, `DELETE /v1/Bindings/{sid}`: push bindings
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,12 +131,97 @@ async fn registrations(State(api): State<Arc<Api>>, headers: HeaderMap) -> Respo
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBinding {
+    identity: String,
+    binding_type: String,
+    address: String,
+    gateway_url: String,
+}
+
+async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return *r;
+    }
+    let nb: NewBinding = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("a binding is JSON with identity, binding_type, address, gateway_url: {e}"),
+            )
+        }
+    };
+    if !dialtone_sip::wire::is_valid_identity(&nb.identity) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidClientName,
+            "identity: 1 to 121 letters, digits and _",
+        );
+    }
+    if !["apn", "fcm", "webhook"].contains(&nb.binding_type.as_str()) {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "binding_type is apn, fcm or webhook");
+    }
+    if !nb.gateway_url.starts_with("http://") || nb.address.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "gateway_url must be http:// and address non-empty",
+        );
+    }
+    let b = crate::store::Binding {
+        sid: crate::accounts::new_sid("BS"),
+        identity: nb.identity,
+        binding_type: nb.binding_type,
+        address: nb.address,
+        gateway_url: nb.gateway_url,
+        created: crate::store::now_ms(),
+    };
+    match api.store.add_binding(&b).await {
+        Ok(()) => (StatusCode::CREATED, Json(b)).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn list_bindings(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return *r;
+    }
+    match api.store.bindings(q.get("Identity").map(String::as_str)).await {
+        Ok(b) => Json(json!({"bindings": b})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn delete_binding(
+    State(api): State<Arc<Api>>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return *r;
+    }
+    match api.store.delete_binding(&sid).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such binding"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .route("/2010-04-01/Accounts/{account}/Calls.json", get(list_calls))
         .route("/2010-04-01/Accounts/{account}/Calls/{call}", get(get_call))
         .route("/v1/Registrations", get(registrations))
+        .route("/v1/Bindings", get(list_bindings).post(add_binding))
+        .route("/v1/Bindings/{sid}", axum::routing::delete(delete_binding))
         .fallback(|| async { error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such resource") })
         .with_state(Arc::new(api))
 }

@@ -83,6 +83,9 @@ struct Binding {
     expires_at: Instant,
 }
 
+/// A call waiting on a pushed identity: (call SID, leg SID, offer, parameters, From).
+type WaitingPush = (String, String, String, std::collections::BTreeMap<String, String>, NameAddr);
+
 /// Devices kept per identity.
 const MAX_DEVICES: usize = 10;
 /// Call messages per call per minute.
@@ -117,6 +120,11 @@ struct Bridge {
     caller_party: String,
     /// The caller's offer, passed through to every device.
     offer: String,
+    /// Who the callee legs show as caller.
+    dial_from: Option<NameAddr>,
+    /// Identities reached by push (no live registration), with the parameters of their
+    /// invite and the bindings pushed to: a device of theirs that registers now rings.
+    pushed: Vec<(String, std::collections::BTreeMap<String, String>, Vec<crate::store::Binding>)>,
 }
 
 pub(crate) struct Hub {
@@ -359,7 +367,7 @@ impl Hub {
                 let Some(b) = self.bridges.get_mut(&sid) else { return };
                 b.callees.retain(|l| !(l.flow == flow && l.call == call));
                 b.last_failure = Some(failure.clone());
-                if b.callees.is_empty() && b.answered.is_none() {
+                if b.callees.is_empty() && b.answered.is_none() && b.pushed.is_empty() {
                     let status = match failure.status {
                         // A device that stopped answering is not the caller's business.
                         408 => 480,
@@ -485,6 +493,24 @@ impl Hub {
             let r = with_error(response_to(&request, 403, Some("srv")), &e);
             return answer(self, r);
         }
+        if let Some(bt) = request.header(wire::BRIDGE_TOKEN_HEADER) {
+            let waiting = crate::push::verify_bridge_token(&self.cfg.account.api_key_secret, bt, &identity)
+                .and_then(|sid| {
+                    let live = self.bridges.values().any(|b| b.child_sid == sid && b.answered.is_none());
+                    if live {
+                        Ok(sid)
+                    } else {
+                        Err(VoiceError::new(
+                            ErrorCode::InvalidBridgeToken,
+                            "invalid bridge token: the call is over",
+                        ))
+                    }
+                });
+            if let Err(e) = waiting {
+                let r = with_error(response_to(&request, 403, Some("srv")), &e);
+                return answer(self, r);
+            }
+        }
         let default_expires =
             request.header("Expires").and_then(|e| e.trim().parse::<u64>().ok()).unwrap_or(600);
         let mut resp = response_to(&request, 200, Some("srv"));
@@ -515,7 +541,39 @@ impl Hub {
             bindings.remove(0);
         }
         tracing::info!(%identity, devices = bindings.len(), "registered");
+        let contacts: Vec<Uri> =
+            bindings.iter().filter(|b| b.flow == flow).map(|b| b.contact.clone()).collect();
         answer(self, resp);
+        // A device of an identity reached by push came online: ring it.
+        let waiting: Vec<WaitingPush> = self
+            .bridges
+            .values()
+            .filter(|b| b.answered.is_none())
+            .filter_map(|b| {
+                let (_, params, _) = b.pushed.iter().find(|(i, _, _)| *i == identity)?;
+                Some((
+                    b.sid.clone(),
+                    b.child_sid.clone(),
+                    b.offer.clone(),
+                    params.clone(),
+                    b.dial_from.clone()?,
+                ))
+            })
+            .collect();
+        for (sid, child_sid, offer, params, from) in waiting {
+            let mut extra = vec![(wire::CALL_SID_HEADER, child_sid)];
+            if !params.is_empty() {
+                extra.push((wire::PARAMS_HEADER, wire::params_header(&params)));
+            }
+            for contact in &contacts {
+                let Some(ua) = self.ua(flow) else { continue };
+                let c = ua.invite_from(from.clone(), contact.clone(), &offer, &extra, now);
+                self.legs.insert((flow, c), (sid.clone(), Role::Callee));
+                if let Some(b) = self.bridges.get_mut(&sid) {
+                    b.callees.push(Leg { flow, call: c });
+                }
+            }
+        }
     }
 
     // ------------------------------------------------------------------ calls
@@ -612,6 +670,8 @@ impl Hub {
                 last_failure: None,
                 caller_party: caller.clone(),
                 offer: String::from_utf8_lossy(&request.body).into_owned(),
+                dial_from: None,
+                pushed: Vec::new(),
             },
         );
         tracing::info!(call_sid = %sid, %caller, %to, app = ?app.as_ref().map(|a| a.sid.clone()), "incoming call");
@@ -724,6 +784,7 @@ impl Hub {
                 .unwrap_or_else(|_| NameAddr::new(Uri::sip(Some("anonymous"), "anonymous.invalid"))),
         };
         let mut callees = Vec::new();
+        let mut pushed = Vec::new();
         let mut first_to = None;
         for t in &d.targets {
             let DialTarget::Client { identity, params } = t else {
@@ -746,6 +807,30 @@ impl Hub {
             if !params.is_empty() {
                 extra.push((wire::PARAMS_HEADER, wire::params_header(params)));
             }
+            if devices.is_empty() {
+                // Not connected: wake its devices by push, and ring them when they
+                // register with the bridge token.
+                let bindings = self.store.bindings(Some(identity)).await.unwrap_or_default();
+                if !bindings.is_empty() {
+                    let token =
+                        crate::push::bridge_token(&self.cfg.account.api_key_secret, &child_sid, identity);
+                    for b in &bindings {
+                        let body = crate::push::payload(
+                            dialtone_core::push::MESSAGE_TYPE_CALL,
+                            b,
+                            &child_sid,
+                            &caller,
+                            &self.cfg.account.account_sid,
+                            Some(&token),
+                            &wire::params_header(params),
+                        );
+                        let url = b.gateway_url.clone();
+                        tokio::spawn(async move { crate::push::post_json(&url, &body).await });
+                    }
+                    tracing::info!(call_sid = %sid, %identity, bindings = bindings.len(), "pushed");
+                    pushed.push((identity.clone(), params.clone(), bindings));
+                }
+            }
             for (f, contact) in devices {
                 if let Some(ua) = self.ua(f) {
                     let c = ua.invite_from(from.clone(), contact, &offer, &extra, now);
@@ -756,12 +841,14 @@ impl Hub {
         for l in &callees {
             self.legs.insert((l.flow, l.call), (sid.to_owned(), Role::Callee));
         }
-        let empty = callees.is_empty();
+        let empty = callees.is_empty() && pushed.is_empty();
         let timeout = d.timeout.map_or(self.cfg.ring_timeout, |t| Duration::from_secs(u64::from(t.max(1))));
         let to = first_to.unwrap_or_else(|| "nobody".into());
         if let Some(b) = self.bridges.get_mut(sid) {
             b.callees = callees;
             b.ring_deadline = now + timeout;
+            b.dial_from = Some(from.clone());
+            b.pushed = pushed;
         }
         if empty {
             let e =
@@ -898,6 +985,24 @@ impl Hub {
 
     async fn finish(&mut self, sid: &str, outcome: &str, cause: &str) {
         let Some(b) = self.bridges.remove(sid) else { return };
+        if b.answered.is_none() {
+            // The invitee's app hears the hang-up as a cancelled invite.
+            for (_, _, bindings) in &b.pushed {
+                for binding in bindings {
+                    let body = crate::push::payload(
+                        dialtone_core::push::MESSAGE_TYPE_CANCEL,
+                        binding,
+                        &b.child_sid,
+                        &b.caller_party,
+                        &self.cfg.account.account_sid,
+                        None,
+                        "",
+                    );
+                    let url = binding.gateway_url.clone();
+                    tokio::spawn(async move { crate::push::post_json(&url, &body).await });
+                }
+            }
+        }
         for l in &b.callees {
             self.legs.remove(&(l.flow, l.call));
         }

@@ -31,6 +31,7 @@ pub mod accounts;
 mod http;
 mod hub;
 mod listen;
+pub mod push;
 pub mod store;
 pub mod token;
 pub mod twiml;

@@ -38,6 +38,23 @@ pub struct CallRecord {
     pub end_cause: Option<String>,
 }
 
+/// A push binding: where to reach an identity's device when it is not registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Binding {
+    /// `BS` + 32 hex digits.
+    pub sid: String,
+    /// The identity.
+    pub identity: String,
+    /// `apn`, `fcm` or `webhook`.
+    pub binding_type: String,
+    /// The device token the gateway delivers to.
+    pub address: String,
+    /// The push gateway's URL (`http://`), POSTed the `twi_*` payload.
+    pub gateway_url: String,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -79,6 +96,19 @@ impl Store {
                 end_time BIGINT,
                 duration BIGINT,
                 end_cause TEXT
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS bindings (
+                sid TEXT PRIMARY KEY,
+                identity TEXT NOT NULL,
+                binding_type TEXT NOT NULL,
+                address TEXT NOT NULL,
+                gateway_url TEXT NOT NULL,
+                created BIGINT NOT NULL
             )",
         )
         .execute(&pool)
@@ -170,6 +200,66 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Adds a push binding (one per identity and address: a second replaces the first).
+    pub async fn add_binding(&self, b: &Binding) -> Result<(), ServerError> {
+        sqlx::query("DELETE FROM bindings WHERE identity = $1 AND address = $2")
+            .bind(&b.identity)
+            .bind(&b.address)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO bindings (sid, identity, binding_type, address, gateway_url, created)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&b.sid)
+        .bind(&b.identity)
+        .bind(&b.binding_type)
+        .bind(&b.address)
+        .bind(&b.gateway_url)
+        .bind(b.created)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// An identity's push bindings (every identity's with `None`).
+    pub async fn bindings(&self, identity: Option<&str>) -> Result<Vec<Binding>, ServerError> {
+        let rows = match identity {
+            Some(i) => {
+                sqlx::query("SELECT * FROM bindings WHERE identity = $1 ORDER BY created, sid")
+                    .bind(i)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => sqlx::query("SELECT * FROM bindings ORDER BY created, sid").fetch_all(&self.pool).await,
+        }
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Binding {
+                    sid: r.try_get("sid").map_err(db)?,
+                    identity: r.try_get("identity").map_err(db)?,
+                    binding_type: r.try_get("binding_type").map_err(db)?,
+                    address: r.try_get("address").map_err(db)?,
+                    gateway_url: r.try_get("gateway_url").map_err(db)?,
+                    created: r.try_get("created").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a binding; false if there was none.
+    pub async fn delete_binding(&self, sid: &str) -> Result<bool, ServerError> {
+        let r = sqlx::query("DELETE FROM bindings WHERE sid = $1")
+            .bind(sid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// One call by SID.

@@ -221,6 +221,17 @@ fn gateway(msg: impl Into<String>) -> VoiceError {
 /// POSTs a form to an `http://` URL and returns the body of a 2xx answer. Unreachable,
 /// slow (10 s) or non-2xx is 31502.
 pub async fn post_form(url: &str, form: &[(String, String)]) -> Result<String, VoiceError> {
+    // Form encoding: everything but the unreserved characters (RFC 3986 §2.3).
+    const FORM: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, FORM).to_string();
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    post(url, "application/x-www-form-urlencoded", &body.join("&")).await
+}
+
+/// POSTs a body to an `http://` URL and returns the body of a 2xx answer. Unreachable,
+/// slow (10 s) or non-2xx is 31502.
+pub async fn post(url: &str, content_type: &str, body: &str) -> Result<String, VoiceError> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| gateway(format!("voice URL {url:?}: only http:// is supported")))?;
@@ -229,14 +240,8 @@ pub async fn post_form(url: &str, form: &[(String, String)]) -> Result<String, V
         None => (rest, "/"),
     };
     let host_port = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    // Form encoding: everything but the unreserved characters (RFC 3986 §2.3).
-    const FORM: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, FORM).to_string();
-    let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-    let body = body.join("&");
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: Dialtone/{}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nAccept: application/xml, text/xml\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: Dialtone/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         env!("CARGO_PKG_VERSION"),
         body.len()
     );

@@ -219,6 +219,8 @@ impl SipAgent {
             calls: HashMap::new(),
             by_ua: HashMap::new(),
             pending: HashMap::new(),
+            awaiting_bridge: HashMap::new(),
+            bridge_header: None,
             queued: Vec::new(),
         };
         tokio::spawn(driver.run());
@@ -294,6 +296,11 @@ struct Driver {
     calls: HashMap<Uuid, CallEntry>,
     by_ua: HashMap<CallId, Uuid>,
     pending: HashMap<String, PendingInvite>,
+    /// Accepted push invites waiting for the server to ring this device: call SID to
+    /// the call and its options.
+    awaiting_bridge: HashMap<String, (Uuid, dialtone_core::CallOptions)>,
+    /// A bridge token to present on the first REGISTER of a new connection.
+    bridge_header: Option<String>,
     /// Work waiting for a connection.
     queued: Vec<Cmd>,
 }
@@ -515,6 +522,9 @@ impl Driver {
                         if self.registered_token.is_some() {
                             if let Some(ua) = self.ua.as_mut() {
                                 ua.set_token(self.token.clone());
+                                if let Some(bt) = self.bridge_header.take() {
+                                    ua.set_register_headers(&[(wire::BRIDGE_TOKEN_HEADER, bt)]);
+                                }
                                 ua.register(now);
                             }
                         }
@@ -678,15 +688,48 @@ impl Driver {
                     Some(invite.call_sid.clone()),
                 ),
                 None => match &invite.bridge_token {
-                    // A push invite: join the waiting call with the bridge token.
+                    // A push invite: register presenting the bridge token; the server
+                    // then rings this device with the waiting call, which is answered
+                    // at once (see `on_incoming`).
                     Some(bt) => {
-                        let to = invite.to.strip_prefix("client:").unwrap_or(&invite.to).to_owned();
-                        let target = Uri::sip(Some(&to), &self.domain);
-                        let extra = vec![
-                            (wire::BRIDGE_TOKEN_HEADER, bt.clone()),
-                            (wire::CALL_SID_HEADER, invite.call_sid.clone()),
-                        ];
-                        (options.common, true, None, Some(target), extra, None)
+                        let Some(token) = self.token.clone() else {
+                            link.deliver(CallEvent::FailedToConnect(VoiceError::new(
+                                ErrorCode::AccessTokenInvalid,
+                                "accepting a push invite needs an access token: call Voice::update_token first",
+                            )));
+                            return;
+                        };
+                        let uuid = link.uuid();
+                        self.calls.insert(
+                            uuid,
+                            CallEntry {
+                                link,
+                                ua: None,
+                                media: None,
+                                phase: Phase::Preparing,
+                                target: None,
+                                extra: Vec::new(),
+                                sid: Some(invite.call_sid.clone()),
+                                local_sdp: None,
+                                hangup_requested: false,
+                                messages: HashMap::new(),
+                                reattaching: false,
+                            },
+                        );
+                        self.awaiting_bridge.insert(invite.call_sid.clone(), (uuid, options.common));
+                        self.registered_token = Some(token.clone());
+                        let header = [(wire::BRIDGE_TOKEN_HEADER, bt.clone())];
+                        match (self.ua.as_mut(), self.sender.is_some()) {
+                            (Some(ua), true) => {
+                                ua.set_register_headers(&header);
+                                ua.register(Instant::now());
+                            }
+                            _ => {
+                                self.bridge_header = Some(bt.clone());
+                                self.ensure_connected(false);
+                            }
+                        }
+                        return;
                     }
                     None => {
                         link.deliver(CallEvent::FailedToConnect(VoiceError::new(
@@ -728,6 +771,11 @@ impl Driver {
                 }
             }
         }
+        self.spawn_media(uuid, options, offer);
+    }
+
+    /// Creates the call's media session, then its offer (or its answer to `offer`).
+    fn spawn_media(&self, uuid: Uuid, options: dialtone_core::CallOptions, offer: Option<String>) {
         let engine = self.media.clone();
         let factory = self.media_config.clone();
         let tx = self.shared.tx.clone();
@@ -1043,6 +1091,9 @@ impl Driver {
         match event {
             UaEvent::Registered { expires } => {
                 tracing::debug!(expires, "registered");
+                if let Some(ua) = self.ua.as_mut() {
+                    ua.set_register_headers(&[]);
+                }
                 for w in self.register_waiters.drain(..) {
                     let _ = w.send(Ok(()));
                 }
@@ -1050,6 +1101,14 @@ impl Driver {
             UaEvent::RegistrationFailed(f) => {
                 let e = wire::failure_to_error(&f, true);
                 tracing::warn!(error = %e, "registration failed");
+                if let Some(ua) = self.ua.as_mut() {
+                    ua.set_register_headers(&[]);
+                }
+                for (_, (uuid, _)) in self.awaiting_bridge.drain() {
+                    if let Some(c) = self.calls.remove(&uuid) {
+                        c.link.deliver(CallEvent::FailedToConnect(e.clone()));
+                    }
+                }
                 if self.register_waiters.is_empty() {
                     self.registered_token = None;
                 }
@@ -1225,6 +1284,18 @@ impl Driver {
             }
         };
         let offer = String::from_utf8_lossy(&request.body).into_owned();
+        if let Some((uuid, options)) = self.awaiting_bridge.remove(&details.call_sid) {
+            // The call a push invite was accepted for: answer it now.
+            if let Some(c) = self.calls.get_mut(&uuid) {
+                c.ua = Some(call);
+                self.by_ua.insert(call, uuid);
+                if let Some(ua) = self.ua.as_mut() {
+                    ua.provisional(call, 180, now);
+                }
+                self.spawn_media(uuid, options, Some(offer));
+            }
+            return;
+        }
         if offer.trim().is_empty() {
             // An offerless INVITE would need the offer in our 200; not supported.
             if let Some(ua) = self.ua.as_mut() {

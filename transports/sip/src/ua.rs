@@ -321,6 +321,7 @@ pub struct UserAgent {
     reg_refresh_at: Option<Instant>,
     registered: bool,
     keepalive_at: Option<Instant>,
+    register_headers: Vec<(String, String)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<UaEvent>,
 }
@@ -343,6 +344,7 @@ impl UserAgent {
             reg_refresh_at: None,
             registered: false,
             keepalive_at: None,
+            register_headers: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -453,6 +455,11 @@ impl UserAgent {
         self.send_register(self.config.register_expires, Purpose::Register, now);
     }
 
+    /// Extra headers on the next REGISTERs (a push bridge token), until cleared.
+    pub fn set_register_headers(&mut self, headers: &[(&str, String)]) {
+        self.register_headers = headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+    }
+
     /// Removes our binding (REGISTER with `expires=0`).
     pub fn unregister(&mut self, now: Instant) {
         self.reg_refresh_at = None;
@@ -475,6 +482,9 @@ impl UserAgent {
         self.auth_headers(&mut req);
         req.headers.push("User-Agent", self.config.user_agent.clone());
         req.headers.push("Allow", ALLOW);
+        for (n, v) in &self.register_headers {
+            req.headers.push(n, v.clone());
+        }
         self.start_client(req, purpose, now);
     }
 

@@ -1,0 +1,177 @@
+//! Push through the embedded server: a binding registered over the REST API; a call to
+//! an identity with no live registration POSTs the `twi_*` payload to the gateway; the
+//! app hands it to `Voice::handle_notification`, accepts, and the device joins the
+//! waiting call with the bridge token; a tampered token is 31104; a caller who hangs
+//! up first reaches the invitee as a cancelled invite.
+
+#![allow(clippy::unwrap_used)]
+
+mod sipkit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_core::config::ServerConfig;
+use dialtone_core::CallState;
+use dialtone_server::Server;
+use dialtone_transport_ws::WsTransport;
+use sipkit::{rms, Client, Heard, Scratch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A push gateway: reports each JSON body POSTed to it.
+async fn gateway() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", l.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let _ = tx.send(serde_json::from_str(body).unwrap());
+                            break;
+                        }
+                    }
+                }
+                let _ =
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn post_binding(srv: &Server, body: &str) -> (u16, serde_json::Value) {
+    use base64::Engine as _;
+    let a = srv.account();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.account_sid, a.auth_token));
+    let mut s = tokio::net::TcpStream::connect(srv.addresses().http).await.unwrap();
+    let req = format!(
+        "POST /v1/Bindings HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let b = resp.split_once("\r\n\r\n").unwrap().1;
+    let json = &b[b.find('{').unwrap()..=b.rfind('}').unwrap()];
+    (status, serde_json::from_str(json).unwrap())
+}
+
+async fn next_push(rx: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a push").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_wakes_an_unregistered_identity_which_joins_with_the_bridge_token() {
+    let scratch = Scratch::new("server-push");
+    let mut cfg = ServerConfig::default();
+    (cfg.sip_udp_port, cfg.sip_tcp_port, cfg.sip_tls_port, cfg.ws_port, cfg.wss_port, cfg.http_port) =
+        (0, 0, 0, 0, 0, 0);
+    cfg.data_dir = Some(scratch.0.clone());
+    cfg.database_url = Some("sqlite::memory:".into());
+    let srv = Server::start(&cfg).await.unwrap();
+    let (url, mut pushes) = gateway().await;
+    let client = |name: &str| {
+        let mut c =
+            Client::new(name, &srv.addresses().ws_url(), Arc::new(WsTransport::default()), "127.0.0.1");
+        c.token = Some(srv.mint_token(name, 600).unwrap());
+        c
+    };
+    let (status, _) =
+        post_binding(
+            &srv,
+            r#"{"identity":"bob","binding_type":"fcm","address":"bob-device-1","gateway_url":"URL"}"#
+                .replace("URL", &url)
+                .as_str(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = post_binding(&srv, r#"{"identity":"carol","binding_type":"apn","address":"carol-1","gateway_url":"URL"}"#.replace("URL", &url).as_str()).await;
+    assert_eq!(status, 201);
+    let (status, err) = post_binding(
+        &srv,
+        r#"{"identity":"bad name","binding_type":"fcm","address":"x","gateway_url":"http://x"}"#,
+    )
+    .await;
+    assert_eq!((status, err["code"].as_u64()), (400, Some(31105)));
+    let (status, err) = post_binding(&srv, "not json").await;
+    assert_eq!((status, err["code"].as_u64()), (400, Some(31400)));
+
+    let mut alice = client("alice");
+    let mut bob = client("bob");
+
+    // bob has a binding and no registration: the call is pushed.
+    let call = alice.connect("client:bob", &[("caller_first_name", "alice")]);
+    let push = next_push(&mut pushes).await;
+    assert_eq!(push["twi_message_type"], "twilio.voice.call");
+    assert_eq!(push["twi_to"], "client:bob");
+    assert_eq!(push["twi_from"], "client:alice");
+    assert_eq!(push["device_token"], "bob-device-1");
+    assert_eq!(push["twi_params"], "caller_first_name=alice");
+    assert!(push["twi_bridge_token"].as_str().is_some_and(|t| !t.is_empty()));
+    // The app hands the payload to the SDK, which reports an invite; accepting joins.
+    bob.voice.update_token(bob.token.as_deref().unwrap());
+    assert!(bob.voice.handle_notification(push.to_string().as_str(), bob.delegate()).unwrap());
+    let invite = bob.invite(10).await;
+    assert_eq!(invite.custom_parameters()["caller_first_name"], "alice");
+    let answered = invite.accept(bob.delegate());
+    alice.wait_for(15, "connected", |e| matches!(e, Heard::Connected)).await;
+    bob.wait_for(15, "connected", |e| matches!(e, Heard::Connected)).await;
+    assert_eq!(answered.sid().as_deref(), push["twi_call_sid"].as_str());
+    bob.hear_more(48_000, 10).await;
+    assert!(rms(&bob.heard()[12_000..]) > 300.0);
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+
+    // A tampered bridge token is refused with 31104.
+    let mut carol = client("carol");
+    let _call = alice.connect("client:carol", &[]);
+    let mut push = next_push(&mut pushes).await;
+    let token = push["twi_bridge_token"].as_str().unwrap().to_owned();
+    push["twi_bridge_token"] = serde_json::json!(format!("x{token}"));
+    carol.voice.update_token(carol.token.as_deref().unwrap());
+    assert!(carol.voice.handle_notification(push.to_string().as_str(), carol.delegate()).unwrap());
+    let invite = carol.invite(10).await;
+    let refused = invite.accept(carol.delegate());
+    let failed = carol.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
+    assert!(matches!(failed, Heard::FailedToConnect(31104)), "{failed:?}");
+    assert_eq!(refused.state(), CallState::Disconnected);
+
+    // The caller hangs up before the answer: the invitee gets a cancel push.
+    let mut later = pushes;
+    let call = alice.connect("client:carol", &[]);
+    loop {
+        let p = next_push(&mut later).await;
+        if p["twi_message_type"] == "twilio.voice.call" {
+            break;
+        }
+    }
+    call.disconnect();
+    let cancel = loop {
+        let p = next_push(&mut later).await;
+        if p["twi_message_type"] == "twilio.voice.cancel" {
+            break p;
+        }
+    };
+    assert!(carol.voice.handle_notification(cancel.to_string().as_str(), carol.delegate()).unwrap());
+    carol.wait_for(10, "cancelled", |e| matches!(e, Heard::Cancelled(_, 31008))).await;
+}
