@@ -135,7 +135,13 @@ pub(crate) struct Hub {
     registrar: HashMap<String, Vec<Binding>>,
     bridges: HashMap<String, Bridge>,
     legs: HashMap<(FlowId, CallId), (String, Role)>,
+    /// The user agents of closed flows that carried answered calls, kept until their
+    /// clients reconnect and re-attach the dialogs (or the window closes).
+    orphans: HashMap<FlowId, (UserAgent, Instant)>,
 }
+
+/// How long an answered call waits for its client to reconnect.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 
 fn in_network(ip: IpAddr, net: (IpAddr, u8)) -> bool {
     match (ip, net.0) {
@@ -184,6 +190,7 @@ impl Hub {
             registrar: HashMap::new(),
             bridges: HashMap::new(),
             legs: HashMap::new(),
+            orphans: HashMap::new(),
         }
     }
 
@@ -247,13 +254,29 @@ impl Hub {
     fn next_wake(&self) -> Option<Instant> {
         let ua = self.flows.values().filter_map(|f| f.ua.poll_timeout());
         let ring = self.bridges.values().filter(|b| b.answered.is_none()).map(|b| b.ring_deadline);
-        ua.chain(ring).min()
+        let orphans = self.orphans.values().map(|(_, d)| *d);
+        ua.chain(ring).chain(orphans).min()
     }
 
     async fn on_timer(&mut self, now: Instant) {
         for f in self.flows.values_mut() {
             if f.ua.poll_timeout().is_some_and(|t| t <= now) {
                 f.ua.handle_timeout(now);
+            }
+        }
+        let expired: Vec<FlowId> =
+            self.orphans.iter().filter(|(_, (_, d))| *d <= now).map(|(f, _)| *f).collect();
+        for f in expired {
+            self.orphans.remove(&f);
+            let lost: Vec<(String, Role)> =
+                self.legs.iter().filter(|((lf, _), _)| *lf == f).map(|(_, v)| v.clone()).collect();
+            self.legs.retain(|(lf, _), _| *lf != f);
+            for (sid, role) in lost {
+                let e = VoiceError::new(
+                    ErrorCode::SignalingConnectionDisconnected,
+                    "the client did not reconnect",
+                );
+                self.end_bridge(&sid, Some(role), Some(&e), "completed").await;
             }
         }
         let timed_out: Vec<String> = self
@@ -301,7 +324,27 @@ impl Hub {
     }
 
     async fn on_closed(&mut self, id: FlowId) {
-        self.flows.remove(&id);
+        let closed = self.flows.remove(&id);
+        // Answered calls wait for their client to come back on a new flow.
+        let answered_here = self.legs.iter().any(|((f, c), (sid, role))| {
+            *f == id
+                && self.bridges.get(sid).is_some_and(|b| match role {
+                    Role::Caller => b.answered.is_some(),
+                    Role::Callee => b
+                        .answered
+                        .and_then(|i| b.callees.get(i))
+                        .is_some_and(|l| l.flow == id && l.call == *c),
+                })
+        });
+        if let (true, Some(f)) = (answered_here, closed) {
+            tracing::info!(flow = id, "a client with answered calls dropped; waiting for it to reconnect");
+            self.orphans.insert(id, (f.ua, Instant::now() + RECONNECT_WINDOW));
+            for bindings in self.registrar.values_mut() {
+                bindings.retain(|b| b.flow != id);
+            }
+            self.registrar.retain(|_, v| !v.is_empty());
+            return;
+        }
         for bindings in self.registrar.values_mut() {
             bindings.retain(|b| b.flow != id);
         }
@@ -433,8 +476,46 @@ impl Hub {
                     }
                 }
             }
+            UaEvent::UnknownDialog { request } => self.reattach(flow, request, now),
             UaEvent::Malformed(e) => tracing::warn!(flow, error = %e, "malformed SIP from a client"),
             _ => {}
+        }
+    }
+
+    /// A re-INVITE on a new flow for a dialog of a dropped one: move the dialog to the
+    /// new flow's user agent, repoint the call's leg, and let it answer the re-INVITE.
+    fn reattach(&mut self, flow: FlowId, request: Message, now: Instant) {
+        let found = self
+            .orphans
+            .iter_mut()
+            .find_map(|(old, (ua, _))| ua.take_call(&request).map(|(c, m)| (*old, c, m)));
+        let Some((old_flow, old_call, moved)) = found else {
+            if let Some(ua) = self.ua(flow) {
+                ua.refuse_unknown(&request, now);
+            }
+            return;
+        };
+        let Some(ua) = self.ua(flow) else { return };
+        let new_call = ua.adopt_call(moved);
+        if let Some((sid, role)) = self.legs.remove(&(old_flow, old_call)) {
+            if let Some(b) = self.bridges.get_mut(&sid) {
+                let leg = match role {
+                    Role::Caller => Some(&mut b.caller),
+                    Role::Callee => b.callees.iter_mut().find(|l| l.flow == old_flow && l.call == old_call),
+                };
+                if let Some(l) = leg {
+                    l.flow = flow;
+                    l.call = new_call;
+                }
+            }
+            tracing::info!(call_sid = %sid, "a reconnected client re-attached its call");
+            self.legs.insert((flow, new_call), (sid, role));
+        }
+        if !self.legs.keys().any(|(f, _)| *f == old_flow) {
+            self.orphans.remove(&old_flow);
+        }
+        if let Some(ua) = self.ua(flow) {
+            ua.handle_input(&request.to_bytes(), now);
         }
     }
 

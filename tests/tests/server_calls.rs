@@ -325,3 +325,36 @@ async fn twiml_applications_route_calls_and_their_failures_have_codes() {
     let failed = alice.wait_for(10, "failure", |e| matches!(e, Heard::FailedToConnect(_))).await;
     assert!(matches!(failed, Heard::FailedToConnect(31002)), "{failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_keeps_its_legs_while_the_client_reconnects() {
+    let scratch = Scratch::new("server-reconnect");
+    let srv = server(&scratch).await;
+    let relay = sipkit::Relay::start(srv.addresses().ws).await;
+    let mut alice =
+        Client::new("alice", &format!("ws://{}", relay.addr), Arc::new(WsTransport::default()), "127.0.0.1");
+    alice.token = Some(srv.mint_token("alice", 600).unwrap());
+    let mut bob = client(&srv, "bob");
+    alice.register().await;
+    bob.register().await;
+    let call = alice.connect("client:bob", &[]);
+    let invite = bob.invite(10).await;
+    let answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+
+    let before = bob.heard_len();
+    relay.cut();
+    alice.wait_for(10, "reconnecting", |e| matches!(e, Heard::Reconnecting(53001))).await;
+    alice.wait_for(20, "reconnected", |e| matches!(e, Heard::Reconnected)).await;
+    assert_eq!(answered.state(), CallState::Connected, "bob's leg never noticed");
+    bob.hear_more(48_000, 10).await;
+    assert!(bob.heard_len() > before + 48_000);
+
+    // The re-attached dialog carries messages and the hang-up.
+    let id = call.send_message(CallMessage::new("{\"still\":\"here\"}"));
+    alice.wait_for(10, "sent", |e| matches!(e, Heard::MessageSent(s) if *s == id)).await;
+    bob.wait_for(10, "message", |e| matches!(e, Heard::MessageReceived(c) if c.contains("still"))).await;
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+}

@@ -1268,7 +1268,7 @@ impl Driver {
             }
             UaEvent::Malformed(e) => tracing::warn!(error = %e, "malformed SIP input"),
             // Only a server-mode user agent hands requests up.
-            UaEvent::Request { .. } => {}
+            UaEvent::Request { .. } | UaEvent::UnknownDialog { .. } => {}
         }
     }
 

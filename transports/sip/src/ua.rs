@@ -228,6 +228,14 @@ pub enum UaEvent {
     },
     /// A message could not be read (answered 400 when possible, else dropped).
     Malformed(ParseError),
+    /// Server mode: a re-INVITE for a dialog this user agent does not hold (a client
+    /// that reconnected on a new flow). Move the dialog here with
+    /// [`UserAgent::take_call`] and [`UserAgent::adopt_call`] and feed the request
+    /// again, or answer it 481 with [`UserAgent::refuse_unknown`].
+    UnknownDialog {
+        /// The re-INVITE.
+        request: Message,
+    },
     /// Server mode: a REGISTER, or an in-dialog INFO (`call` set), to answer with
     /// [`UserAgent::respond`].
     Request {
@@ -239,6 +247,10 @@ pub enum UaEvent {
         request: Message,
     },
 }
+
+/// A call moved out of one user agent, for another to adopt.
+#[derive(Debug)]
+pub struct MovedCall(Box<Call>);
 
 /// Names a server transaction (its branch and method) for [`UserAgent::respond`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -854,6 +866,34 @@ impl UserAgent {
         self.touch(now);
     }
 
+    /// Removes the established call whose dialog an in-dialog request names (by
+    /// Call-ID and tags) and returns it, to be adopted by another user agent.
+    pub fn take_call(&mut self, request: &Message) -> Option<(CallId, MovedCall)> {
+        let id = self.find_dialog_call(request)?;
+        let call = self.calls.remove(&id)?;
+        self.client.retain(|_, (_, p)| {
+            !matches!(p, Purpose::Invite(c) | Purpose::Cancel(c) | Purpose::Bye(c) | Purpose::Reinvite(c) | Purpose::Info(c, _) if *c == id)
+        });
+        Some((id, MovedCall(Box::new(call))))
+    }
+
+    /// Takes over a call another user agent gave up with [`UserAgent::take_call`].
+    pub fn adopt_call(&mut self, moved: MovedCall) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let mut call = *moved.0;
+        call.ok_retransmit = None;
+        call.reinvite_out = false;
+        call.reoffer_in = None;
+        self.calls.insert(id, call);
+        id
+    }
+
+    /// Answers a request handed up as [`UaEvent::UnknownDialog`] with 481.
+    pub fn refuse_unknown(&mut self, request: &Message, now: Instant) {
+        self.send(&response_to(request, 481, None), now);
+    }
+
     /// Server mode: answers a request handed up as [`UaEvent::Request`].
     pub fn respond(&mut self, tx: &ServerTxKey, response: Message, now: Instant) {
         self.respond_in(&(tx.0.clone(), tx.1.clone()), response, now);
@@ -1164,6 +1204,13 @@ impl UserAgent {
         if has_to_tag {
             // A re-INVITE.
             let Some(id) = self.find_dialog_call(&req) else {
+                if self.config.server {
+                    // Perhaps a dialog of a client that reconnected on this new flow:
+                    // the server may move the dialog here and hand the request back.
+                    self.server.remove(&key);
+                    self.events.push_back(UaEvent::UnknownDialog { request: req });
+                    return;
+                }
                 return self.respond_in(&key, response_to(&req, 481, None), now);
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
