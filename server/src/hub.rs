@@ -485,10 +485,13 @@ impl Hub {
     /// A re-INVITE on a new flow for a dialog of a dropped one: move the dialog to the
     /// new flow's user agent, repoint the call's leg, and let it answer the re-INVITE.
     fn reattach(&mut self, flow: FlowId, request: Message, now: Instant) {
+        // The old flow may be closed (an orphan) or not yet seen to close.
         let found = self
             .orphans
             .iter_mut()
-            .find_map(|(old, (ua, _))| ua.take_call(&request).map(|(c, m)| (*old, c, m)));
+            .map(|(f, (ua, _))| (f, ua))
+            .chain(self.flows.iter_mut().filter(|(f, _)| **f != flow).map(|(f, st)| (f, &mut st.ua)))
+            .find_map(|(old, ua)| ua.take_call(&request).map(|(c, m)| (*old, c, m)));
         let Some((old_flow, old_call, moved)) = found else {
             if let Some(ua) = self.ua(flow) {
                 ua.refuse_unknown(&request, now);

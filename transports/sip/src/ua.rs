@@ -1214,7 +1214,16 @@ impl UserAgent {
                 return self.respond_in(&key, response_to(&req, 481, None), now);
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
-            if call.reinvite_out || call.reoffer_in.is_some() || call.state == CallState::Answered {
+            if call.state == CallState::Answered {
+                // A re-INVITE inside our dialog shows the peer has our 200; its ACK was
+                // lost (a connection that dropped right after the answer): take the
+                // re-INVITE as the ACK.
+                call.state = CallState::Confirmed;
+                call.ok_retransmit = None;
+                self.events.push_back(UaEvent::Confirmed { call: id });
+            }
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            if call.reinvite_out || call.reoffer_in.is_some() {
                 let mut r = response_to(&req, 491, call.dialog.as_ref().map(|d| d.local_tag.as_str()));
                 r.headers.push("Retry-After", "1");
                 return self.respond_in(&key, r, now);

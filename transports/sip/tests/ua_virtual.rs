@@ -396,3 +396,20 @@ fn registration_refreshes_at_half_life_and_reports_failures() {
     }
     assert!(!a.is_registered());
 }
+
+#[test]
+fn a_reinvite_stands_for_a_lost_ack() {
+    let mut p = Pair::new(true);
+    p.drop = Box::new(|from_a, m| from_a && is_method(m, Method::Ack));
+    let call = p.a.invite(b_uri(), SDP, &[], p.now);
+    p.run_for(Duration::from_millis(10));
+    let b_call = incoming(&p.b_events);
+    p.b.answer(b_call, SDP, p.now);
+    p.run_for(Duration::from_millis(10));
+    assert!(!p.b_events.iter().any(|e| matches!(e, UaEvent::Confirmed { .. })), "the ACK was lost");
+    assert!(p.a.reinvite(call, SDP, p.now));
+    p.run_for(Duration::from_millis(10));
+    assert!(p.b_events.iter().any(|e| matches!(e, UaEvent::Confirmed { call: c } if *c == b_call)));
+    assert!(p.b_events.iter().any(|e| matches!(e, UaEvent::Reoffer { call: c, .. } if *c == b_call)));
+    assert!(!p.b_sent.iter().any(|m| m.status() == Some(491)));
+}
