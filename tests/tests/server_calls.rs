@@ -221,47 +221,10 @@ async fn pjsua_calls_a_dialtone_client_through_the_udp_trunk() {
     assert!(heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0, "pjsua hears bob through the server");
 }
 
-/// A voice URL: answers each POST with `twiml` and reports the form it got.
-async fn voice_url(twiml: &'static str) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/voice", l.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = vec![0u8; 8192];
-            let mut got = Vec::new();
-            // Read the head and the body (Content-Length).
-            loop {
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        let _ = tx.send(body.to_owned());
-                        break;
-                    }
-                }
-            }
-            let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{twiml}", twiml.len());
-            let _ = s.write_all(resp.as_bytes()).await;
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twiml_applications_route_calls_and_their_failures_have_codes() {
     let scratch = Scratch::new("server-twiml");
-    let (busy_url, mut posts) = voice_url(r#"<Response><Reject reason="busy"/></Response>"#).await;
+    let (busy_url, mut posts) = sipkit::http_sink(r#"<Response><Reject reason="busy"/></Response>"#).await;
     let apps = vec![
         ApplicationConfig::with_twiml(
             "APstatic",

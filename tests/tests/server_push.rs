@@ -21,37 +21,11 @@ use tokio::sync::mpsc;
 
 /// A push gateway: reports each JSON body POSTed to it.
 async fn gateway() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/push", l.local_addr().unwrap());
+    let (url, mut bodies) = sipkit::http_sink("").await;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            let _ = tx.send(serde_json::from_str(body).unwrap());
-                            break;
-                        }
-                    }
-                }
-                let _ =
-                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-            });
+        while let Some(b) = bodies.recv().await {
+            let _ = tx.send(serde_json::from_str(&b).unwrap());
         }
     });
     (url, rx)

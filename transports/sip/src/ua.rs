@@ -248,6 +248,35 @@ pub enum UaEvent {
     },
 }
 
+impl Call {
+    /// A call being set up: ours (`uac`) or the peer's.
+    fn early(uac: bool, call_id: String) -> Call {
+        Call {
+            uac,
+            state: CallState::Early,
+            call_id,
+            invite: None,
+            uas_key: None,
+            uas_request: None,
+            dialog: None,
+            provisional_seen: false,
+            cancel_pending: false,
+            hangup_after_answer: false,
+            ack: None,
+            ok_retransmit: None,
+            reinvite_out: false,
+            reoffer_in: None,
+            cancel_reason: None,
+            response_headers: Vec::new(),
+        }
+    }
+
+    fn with_dialog(mut self, dialog: Dialog) -> Call {
+        self.dialog = Some(dialog);
+        self
+    }
+}
+
 /// A call moved out of one user agent, for another to adopt.
 #[derive(Debug)]
 pub struct MovedCall(Box<Call>);
@@ -596,27 +625,7 @@ impl UserAgent {
         }
         req.headers.push("Content-Type", "application/sdp");
         req.body = sdp.as_bytes().to_vec();
-        self.calls.insert(
-            id,
-            Call {
-                uac: true,
-                state: CallState::Early,
-                call_id,
-                invite: Some(req.clone()),
-                uas_key: None,
-                uas_request: None,
-                dialog: None,
-                provisional_seen: false,
-                cancel_pending: false,
-                hangup_after_answer: false,
-                ack: None,
-                ok_retransmit: None,
-                reinvite_out: false,
-                reoffer_in: None,
-                cancel_reason: None,
-                response_headers: Vec::new(),
-            },
-        );
+        self.calls.insert(id, Call { invite: Some(req.clone()), ..Call::early(true, call_id) });
         self.start_client(req, Purpose::Invite(id), now);
         id
     }
@@ -1243,23 +1252,11 @@ impl UserAgent {
         self.calls.insert(
             id,
             Call {
-                uac: false,
-                state: CallState::Early,
-                call_id: dialog.call_id.clone(),
-                invite: None,
                 uas_key: Some(key.clone()),
                 uas_request: Some(req.clone()),
-                dialog: Some(dialog),
-                provisional_seen: false,
-                cancel_pending: false,
-                hangup_after_answer: false,
-                ack: None,
-                ok_retransmit: None,
-                reinvite_out: false,
-                reoffer_in: None,
-                cancel_reason: None,
-                response_headers: Vec::new(),
-            },
+                ..Call::early(false, dialog.call_id.clone())
+            }
+            .with_dialog(dialog),
         );
         self.respond_in(&key, response_to(&req, 100, None), now);
         self.events.push_back(UaEvent::Incoming { call: id, request: req });
