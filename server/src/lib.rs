@@ -13,11 +13,14 @@
 //! - [`store`]: call records in SQLite through sqlx, behind one small interface.
 //! - the REST API (`http.rs`, axum).
 //!
-//! What is built so far: listeners, accounts and tokens, the registrar, the
-//! development routing (`client:NAME`, or a trunk's request-URI user, dials that
-//! client's devices in parallel), CANCEL/BYE/reject/ring-timeout propagation, call
-//! messages checked and relayed, call records and their REST listing. TwiML
-//! applications, push and the REST message API are the next steps of the server issue.
+//! Built: listeners, accounts and tokens, the registrar, TwiML applications (a voice
+//! URL or a document: `<Dial>` with `<Client>`, `<Reject>`, `<Hangup>`, `<Pause>`) and
+//! the development routing (`client:NAME`, or a trunk's request-URI user), parallel
+//! ringing, CANCEL/BYE/reject/ring-timeout propagation, calls that keep their legs
+//! while a client reconnects, push ([`push`]) with bridge tokens, call messages checked
+//! and relayed, call records and push bindings over REST. Not yet: `<Sip>` and
+//! `<Number>` through trunks, digest credentials for trunks, the REST message API and
+//! subscriptions, stored insights events.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -657,7 +657,7 @@ impl Driver {
 
     fn start(&mut self, link: CallLink, request: CallRequest) {
         let uuid = link.uuid();
-        let (options, _outgoing, offer, target, extra, accept_sid) = match request {
+        let (options, offer, target, extra, accept_sid) = match request {
             CallRequest::Connect(o) => {
                 let target = match wire::target_uri(o.to(), &self.domain) {
                     Ok(t) => t,
@@ -676,17 +676,12 @@ impl Driver {
                 if !params.is_empty() {
                     extra.push((wire::PARAMS_HEADER, wire::params_header(&params)));
                 }
-                (o.common, true, None, Some(target), extra, None)
+                (o.common, None, Some(target), extra, None)
             }
             CallRequest::Accept { invite, options } => match self.pending.get(&invite.call_sid) {
-                Some(p) => (
-                    options.common,
-                    false,
-                    Some(p.offer.clone()),
-                    None,
-                    Vec::new(),
-                    Some(invite.call_sid.clone()),
-                ),
+                Some(p) => {
+                    (options.common, Some(p.offer.clone()), None, Vec::new(), Some(invite.call_sid.clone()))
+                }
                 None => match &invite.bridge_token {
                     // A push invite: register presenting the bridge token; the server
                     // then rings this device with the waiting call, which is answered

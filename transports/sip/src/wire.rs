@@ -26,7 +26,7 @@ pub const STIR_HEADER: &str = "X-Dialtone-Stir-Status";
 pub const MESSAGE_TYPE_HEADER: &str = "X-Dialtone-Message-Type";
 /// The voice event SID of a call message INFO.
 pub const EVENT_SID_HEADER: &str = "X-Dialtone-Event-Sid";
-/// The bridge token presented when accepting a push invite.
+/// The bridge token a device presents on its REGISTER when accepting a push invite.
 pub const BRIDGE_TOKEN_HEADER: &str = "X-Dialtone-Bridge-Token";
 /// The content type of DTMF sent as SIP INFO.
 pub const DTMF_CONTENT_TYPE: &str = "application/dtmf-relay";
