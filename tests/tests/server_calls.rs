@@ -198,13 +198,20 @@ async fn parallel_ringing_cancel_reject_and_nobody_home() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pjsua_calls_a_dialtone_client_through_the_udp_trunk() {
-    let scratch = Scratch::new("server-trunk");
+async fn pjsua_calls_a_dialtone_client_through_the_udp_and_tcp_trunks() {
+    for wire in ["udp", "tcp"] {
+        trunk_call_from_pjsua(wire).await;
+    }
+}
+
+async fn trunk_call_from_pjsua(wire: &str) {
+    let scratch = Scratch::new(&format!("server-trunk-{wire}"));
     let srv = server(&scratch).await;
     let mut bob = client(&srv, "bob");
     bob.register().await;
-    let trunk = format!("direct:{}", srv.addresses().sip_udp);
-    let mut pj = Pjsua::start(&scratch, "call", "udp", &trunk, "sip:bob@127.0.0.1", None);
+    let addr = if wire == "udp" { srv.addresses().sip_udp } else { srv.addresses().sip_tcp };
+    let trunk = format!("direct:{addr}");
+    let mut pj = Pjsua::start(&scratch, "call", wire, &trunk, "sip:bob@127.0.0.1", None);
     pj.expect("registered", 20).await;
     use tokio::io::AsyncWriteExt;
     pj.stdin.write_all(b"go\n").await.unwrap();
@@ -214,11 +221,14 @@ async fn pjsua_calls_a_dialtone_client_through_the_udp_trunk() {
     bob.wait_for(20, "connected", |e| matches!(e, Heard::Connected)).await;
     pj.expect("media-active", 10).await;
     bob.hear_more(48_000, 10).await;
-    assert!(rms(&bob.heard()[12_000..]) > 300.0, "bob hears pjsua through the server");
+    assert!(rms(&bob.heard()[12_000..]) > 300.0, "{wire}: bob hears pjsua through the server");
     bob.wait_for(20, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
     assert_eq!(pj.expect("disconnected", 10).await, "disconnected 200");
     let heard = pj.finish().await;
-    assert!(heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0, "pjsua hears bob through the server");
+    assert!(
+        heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0,
+        "{wire}: pjsua hears bob through the server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,4 +330,60 @@ async fn a_call_keeps_its_legs_while_the_client_reconnects() {
     bob.wait_for(10, "message", |e| matches!(e, Heard::MessageReceived(c) if c.contains("still"))).await;
     call.disconnect();
     bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loses_no_call_records_or_bindings() {
+    let scratch = Scratch::new("server-restart");
+    let mut cfg = ServerConfig::default();
+    (cfg.sip_udp_port, cfg.sip_tcp_port, cfg.sip_tls_port, cfg.ws_port, cfg.wss_port, cfg.http_port) =
+        (0, 0, 0, 0, 0, 0);
+    cfg.data_dir = Some(scratch.0.clone());
+    // The default store: a SQLite file in the data directory.
+    let srv = Server::start(&cfg).await.unwrap();
+    let acct = srv.account().clone();
+    let mut alice = client(&srv, "alice");
+    let mut bob = client(&srv, "bob");
+    bob.register().await;
+    let call = alice.connect("client:bob", &[]);
+    let _answered = bob.invite(10).await.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+    let sid = call.sid().unwrap();
+    let binding = r#"{"identity":"carol","binding_type":"fcm","address":"carol-1","gateway_url":"http://127.0.0.1:9/push"}"#;
+    assert_eq!(post(&srv, "/v1/Bindings", binding).await, 201);
+    drop((alice, bob));
+    drop(srv);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let srv = Server::start(&cfg).await.unwrap();
+    assert_eq!(srv.account(), &acct, "the same development account");
+    let auth = Some((acct.account_sid.as_str(), acct.auth_token.as_str()));
+    let (status, body) =
+        get(&srv, &format!("/2010-04-01/Accounts/{}/Calls/{sid}.json", acct.account_sid), auth).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["from"], "client:alice");
+    let (status, body) = get(&srv, "/v1/Bindings?Identity=carol", auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["bindings"][0]["address"], "carol-1");
+}
+
+/// POSTs JSON to the REST API with the account's credentials; the status.
+async fn post(server: &Server, path: &str, body: &str) -> u16 {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = server.account();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.account_sid, a.auth_token));
+    let mut s = tokio::net::TcpStream::connect(server.addresses().http).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    resp[9..12].parse().unwrap()
 }
