@@ -52,7 +52,6 @@ fn rand_u32() -> u32 {
 pub fn free_port() -> u16 {
     let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = s.local_addr().unwrap().port();
-    // Also free for UDP?
     drop(s);
     port
 }

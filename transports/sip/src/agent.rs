@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::header::Uri;
 use crate::message::Message;
 use crate::transaction::Timers;
-use crate::ua::{CallId, Failure, Flow, Transmit, UaConfig, UaEvent, UserAgent};
+use crate::ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};
 use crate::wire;
 
 /// How a [`SipAgent`] reaches its server.
@@ -1333,14 +1333,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The SIP failure of a response, for callers that hold one.
-pub fn failure_of(response: &Message) -> Failure {
-    Failure {
-        status: response.status().unwrap_or(500),
-        reason: response.reason().to_owned(),
-        response: Some(response.clone()),
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::header::{NameAddr, Params, Uri, Via};
+use crate::header::{NameAddr, Uri, Via};
 use crate::message::{bad_request_for, Message, Method, ParseError, StartLine, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::transaction::{ClientTx, ClientVerdict, ServerTx, Timers, TxTimerAction};
 
@@ -261,7 +261,6 @@ impl Call {
             dialog: None,
             provisional_seen: false,
             cancel_pending: false,
-            hangup_after_answer: false,
             ack: None,
             ok_retransmit: None,
             reinvite_out: false,
@@ -332,7 +331,6 @@ struct Call {
     dialog: Option<Dialog>,
     provisional_seen: bool,
     cancel_pending: bool,
-    hangup_after_answer: bool,
     /// The ACK for our 2xx-answered INVITE (resent on 2xx retransmissions).
     ack: Option<Vec<u8>>,
     /// UAS 2xx retransmission: bytes, next send, interval, give-up time.
@@ -661,7 +659,7 @@ impl UserAgent {
                     self.transmits.push_back(Transmit::Message(a));
                 }
                 let Some(call) = self.calls.get_mut(&id) else { return };
-                if call.state == CallState::Ended || call.hangup_after_answer || call.cancel_pending {
+                if call.state == CallState::Ended || call.cancel_pending {
                     // We hung up while this answer was on its way: end it with BYE.
                     call.state = CallState::Confirmed;
                     call.cancel_pending = false;
@@ -1559,9 +1557,4 @@ pub fn response_to(req: &Message, status: u16, to_tag: Option<&str>) -> Message 
         }
     }
     r
-}
-
-/// Parameters of a header value after its first `;` (for Reason and the like).
-pub fn header_params(value: &str) -> Params {
-    Params::parse(value.split_once(';').map_or("", |(_, p)| p))
 }
