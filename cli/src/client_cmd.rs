@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use dialtone_core::{
     AcceptOptions, Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState,
-    CancelledCallInvite, ConnectOptions, ErrorCode, NotificationDelegate, QualityWarning, VoiceError,
+    CancelledCallInvite, ConnectOptions, ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate,
+    QualityWarning, VoiceError,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -248,6 +249,22 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
     let codecs = registry
         .configured_codecs(&cfg)
         .map_err(|e| VoiceError::new(ErrorCode::NoSupportedCodec, format!("codecs: {e}")))?;
+    // Insights: `sink = "http"` posts them to `url` (the server's
+    // /v1/Insights/Events) with this client's token; other sinks come from the registry.
+    let insights: Option<Arc<dyn InsightsSink>> = if !cfg.insights.enabled {
+        None
+    } else if cfg.insights.sink == "http" {
+        let url = cfg.insights.url.clone().ok_or_else(|| {
+            VoiceError::new(ErrorCode::MalformedRequest, "insights.sink = \"http\" needs insights.url")
+        })?;
+        Some(Arc::new(HttpInsightsSink::new(url, token.clone())))
+    } else {
+        Some(
+            registry
+                .configured_insights_sink(&cfg)
+                .map_err(|e| VoiceError::new(ErrorCode::MalformedRequest, format!("insights: {e}")))?,
+        )
+    };
     let setup = ClientSetup {
         server,
         ca_file,
@@ -255,6 +272,7 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
         record: args.record.clone(),
         devices,
         codecs: Some(codecs),
+        insights: Some(insights),
     };
     Ok((setup, token))
 }

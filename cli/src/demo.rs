@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use dialtone_core::config::ServerConfig;
 use dialtone_core::{
     AcceptOptions, Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState,
-    CancelledCallInvite, ConnectOptions, ErrorCode, MemoryInsightsSink, NotificationDelegate, QualityWarning,
-    StatsReport, Voice, VoiceError,
+    CancelledCallInvite, ConnectOptions, ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate,
+    QualityWarning, StatsReport, Voice, VoiceError,
 };
 
 use crate::stack::{self, ClientSetup};
@@ -191,21 +191,23 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     let (bob_tx, bob_rx) = mpsc::channel();
     let alice = Arc::new(Party { name: "alice", seen: alice_tx, invites: Mutex::default() });
     let bob = Arc::new(Party { name: "bob", seen: bob_tx, invites: Mutex::default() });
-    let alice_insights = Arc::new(MemoryInsightsSink::new());
-    let bob_insights = Arc::new(MemoryInsightsSink::new());
-    let setup = |name: &str| ClientSetup {
+    let alice_token = server.mint_token("alice", 3600)?;
+    let bob_token = server.mint_token("bob", 3600)?;
+    // Both clients post their insights events to the server, which stores them.
+    let insights_url = format!("http://{}/v1/Insights/Events", server.addresses().http);
+    let alice_insights = Arc::new(HttpInsightsSink::new(insights_url.clone(), alice_token.clone()));
+    let bob_insights = Arc::new(HttpInsightsSink::new(insights_url, bob_token.clone()));
+    let setup = |name: &str, insights: &Arc<HttpInsightsSink>| ClientSetup {
         server: server.addresses().ws_url(),
         ca_file: None,
         play: speech.clone(),
         record: Some(home.join(format!("{name}-heard.wav"))),
         devices: None,
         codecs: None,
+        insights: Some(Some(insights.clone() as Arc<dyn InsightsSink>)),
     };
-    let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice"), None)?;
-    let (bob_voice, _bob_agent, bob_wavs) = stack::build(setup("bob"), Some(bob.clone()))?;
-    let _ = (&alice_insights, &bob_insights);
-    let alice_token = server.mint_token("alice", 3600)?;
-    let bob_token = server.mint_token("bob", 3600)?;
+    let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice", &alice_insights), None)?;
+    let (bob_voice, _bob_agent, bob_wavs) = stack::build(setup("bob", &bob_insights), Some(bob.clone()))?;
     rt.block_on(bob_voice.register(&bob_token, ""))?;
     bob.say("registered as bob");
 
@@ -321,6 +323,14 @@ pub(crate) fn run() -> Result<(), VoiceError> {
                 return Err(step_failed(&format!("{name}'s recording is silent")));
             }
         }
+    }
+    for (name, sink) in [("alice", &alice_insights), ("bob", &bob_insights)] {
+        sink.flush(Duration::from_secs(5));
+        println!(
+            "[{name:<5}] {} insights events stored by the server (GET /v1/Insights/Events), {} lost",
+            sink.sent(),
+            sink.dropped()
+        );
     }
     println!("\nThe call ended normally on both sides.");
     drop(server);

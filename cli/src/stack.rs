@@ -13,7 +13,7 @@ use dialtone_core::parts::{
     AudioBackend, AudioCapturer, AudioCodec, AudioFormat, AudioRenderer, EncoderSettings, MediaSessionConfig,
     SignalingTransport, TlsSettings, TransportTarget,
 };
-use dialtone_core::{ErrorCode, NotificationDelegate, Voice, VoiceError};
+use dialtone_core::{ErrorCode, InsightsSink, NotificationDelegate, Voice, VoiceError};
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_sip::{AgentConfig, SipAgent};
 
@@ -41,6 +41,8 @@ pub(crate) struct ClientSetup {
     pub(crate) devices: Option<Devices>,
     /// The codecs, in order of preference (default: Opus, PCMU, PCMA).
     pub(crate) codecs: Option<Vec<Arc<dyn AudioCodec>>>,
+    /// Where insights events go (default: the log); `Some(None)` turns them off.
+    pub(crate) insights: Option<Option<Arc<dyn InsightsSink>>>,
 }
 
 /// The OS audio devices to use when no file is given.
@@ -122,7 +124,7 @@ pub(crate) fn build(
     let target = TransportTarget::new(setup.server.clone()).with_tls(tls);
     let recordings: Recordings = Arc::default();
     let made = recordings.clone();
-    let (play, record, devices) = (setup.play, setup.record, setup.devices);
+    let (play, record, devices, insights) = (setup.play, setup.record, setup.devices, setup.insights);
     let codec_set = setup.codecs.unwrap_or_else(codecs);
     if let Some(p) = &play {
         // Fail now, not at the first call.
@@ -169,6 +171,11 @@ pub(crate) fn build(
     let mut builder = Voice::builder(agent.clone());
     if let Some(d) = incoming {
         builder = builder.incoming_delegate(d);
+    }
+    match insights {
+        Some(Some(sink)) => builder = builder.insights_sink(sink),
+        Some(None) => builder = builder.insights_enabled(false),
+        None => {}
     }
     Ok((builder.build(), agent, recordings))
 }

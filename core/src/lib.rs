@@ -67,6 +67,7 @@ mod clock;
 pub mod config;
 mod error;
 mod feedback;
+pub mod http;
 mod insights;
 mod invite;
 pub mod loopback;
@@ -86,7 +87,8 @@ pub use config::{Config, ConfigError, ConfigLoader};
 pub use error::{ErrorCode, Result, VoiceError};
 pub use feedback::{FeedbackIssue, FeedbackScore};
 pub use insights::{
-    InsightsEvent, InsightsEventName, InsightsLevel, InsightsSink, LogInsightsSink, MemoryInsightsSink,
+    HttpInsightsSink, InsightsEvent, InsightsEventName, InsightsLevel, InsightsSink, LogInsightsSink,
+    MemoryInsightsSink,
 };
 pub use invite::{CallInvite, CancelledCallInvite};
 pub use message::{

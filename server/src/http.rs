@@ -7,6 +7,16 @@
 //! - `GET /v1/Registrations` (identities with a live registration and their devices)
 //! - `POST /v1/Bindings` (JSON: identity, binding_type, address, gateway_url),
 //!   `GET /v1/Bindings?Identity=`, `DELETE /v1/Bindings/{sid}`: push bindings
+//! - `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/UserDefinedMessages.json`
+//!   (form: `Content`, a JSON text of at most 10 KB): sends a call message to the
+//!   client on that leg
+//! - `POST`/`GET .../Calls/{CallSid}/UserDefinedMessageSubscriptions.json` (form:
+//!   `Callback`, an `http://` URL; `Method`, POST only) and `DELETE
+//!   .../UserDefinedMessageSubscriptions/{Sid}.json`: every message the leg's client
+//!   sends is POSTed to each callback
+//! - `POST /v1/Insights/Events` (a JSON array of SDK insights events, authenticated
+//!   with the client's access token: `Authorization: Bearer` or `X-Dialtone-Token`),
+//!   `GET /v1/Insights/Events?CallSid=&Identity=&PageSize=` (Basic)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +24,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use dialtone_core::ErrorCode;
@@ -214,11 +224,279 @@ async fn delete_binding(
     }
 }
 
+/// A form body as name/value pairs (the last of a repeated name wins).
+fn form(body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map(|v| v.into_iter().collect()).map_err(
+        |e| Box::new(error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &format!("not a form body: {e}"))),
+    )
+}
+
+/// The status a hub refusal is answered with.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::PayloadSizeExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::CallMessageUnexpectedState => StatusCode::CONFLICT,
+        ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Checks a call message's content: JSON, at most 10 KB.
+pub(crate) fn check_message(content: &str) -> Result<(), dialtone_core::VoiceError> {
+    use dialtone_core::VoiceError;
+    if content.len() > crate::hub::MAX_MESSAGE_BYTES {
+        return Err(VoiceError::new(ErrorCode::PayloadSizeExceeded, "a call message is at most 10 KB"));
+    }
+    if serde_json::from_str::<serde_json::Value>(content).is_err() {
+        return Err(VoiceError::new(ErrorCode::MalformedRequest, "Content must be a JSON text"));
+    }
+    Ok(())
+}
+
+async fn send_message(
+    State(api): State<Arc<Api>>,
+    Path((account, call)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return *r;
+    }
+    let f = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let Some(content) = f.get("Content") else {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Content is required");
+    };
+    if let Err(e) = check_message(content) {
+        return error(status_of(e.kind()), e.kind(), e.message());
+    }
+    let (tx, rx) = oneshot::channel();
+    let msg = HubMsg::SendMessage { call_sid: call.clone(), content: content.clone(), reply: tx };
+    if api.hub.send(msg).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped");
+    }
+    match rx.await {
+        Ok(Ok(sid)) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "account_sid": account,
+                "call_sid": call,
+                "sid": sid,
+                "date_created": crate::store::now_ms(),
+            })),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(status_of(e.kind()), e.kind(), e.message()),
+        Err(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped")
+        }
+    }
+}
+
+async fn add_subscription(
+    State(api): State<Arc<Api>>,
+    Path((account, call)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return *r;
+    }
+    let f = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let Some(callback) = f.get("Callback").filter(|c| c.starts_with("http://") && c.len() > 7) else {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Callback is required: an http:// URL");
+    };
+    if f.get("Method").is_some_and(|m| !m.eq_ignore_ascii_case("POST")) {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Method: only POST is supported");
+    }
+    match api.store.get_call(&account, &call).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such call"),
+        Err(e) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string())
+        }
+    }
+    let sub = crate::store::Subscription {
+        sid: crate::accounts::new_sid("ZY"),
+        account_sid: account,
+        call_sid: call,
+        callback: callback.clone(),
+        created: crate::store::now_ms(),
+    };
+    match api.store.add_subscription(&sub).await {
+        Ok(()) => (StatusCode::CREATED, Json(sub)).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn list_subscriptions(
+    State(api): State<Arc<Api>>,
+    Path((account, call)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return *r;
+    }
+    match api.store.subscriptions(&call).await {
+        Ok(s) => Json(json!({"user_defined_message_subscriptions": s})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn delete_subscription(
+    State(api): State<Arc<Api>>,
+    Path((account, call, sub)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
+        return *r;
+    }
+    let sid = sub.strip_suffix(".json").unwrap_or(&sub);
+    match api.store.delete_subscription(&call, sid).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such subscription"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+/// The most events one insights POST may carry.
+const MAX_INSIGHTS_BATCH: usize = 500;
+
+#[derive(serde::Deserialize)]
+struct PostedEvent {
+    group: String,
+    name: String,
+    #[serde(default = "default_level")]
+    level: String,
+    #[serde(default)]
+    call_sid: Option<String>,
+    timestamp_ms: i64,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+async fn post_insights(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let token = headers
+        .get("x-dialtone-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim);
+    let Some(token) = token else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::AuthenticationFailed,
+            "insights need the client's access token (X-Dialtone-Token or Authorization: Bearer)",
+        );
+    };
+    let claims = match crate::token::verify(&api.account, token) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.kind(), e.message()),
+    };
+    let identity = claims.grants.identity.unwrap_or_default();
+    let events: Vec<PostedEvent> = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("a JSON array of events (group, name, level, call_sid, timestamp_ms, payload): {e}"),
+            )
+        }
+    };
+    if events.len() > MAX_INSIGHTS_BATCH {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadSizeExceeded,
+            &format!("at most {MAX_INSIGHTS_BATCH} events a request"),
+        );
+    }
+    let received = crate::store::now_ms();
+    let mut records = Vec::with_capacity(events.len());
+    for e in events {
+        let short = |s: &str| !s.is_empty() && s.len() <= 64;
+        if !short(&e.group)
+            || !short(&e.name)
+            || !["debug", "info", "warning", "error"].contains(&e.level.as_str())
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "group and name are 1 to 64 characters; level is debug, info, warning or error",
+            );
+        }
+        records.push(crate::store::InsightsRecord {
+            sid: crate::accounts::new_sid("IE"),
+            account_sid: api.account.account_sid.clone(),
+            identity: identity.clone(),
+            call_sid: e.call_sid.filter(|s| !s.is_empty()),
+            group: e.group,
+            name: e.name,
+            level: e.level,
+            timestamp_ms: e.timestamp_ms,
+            payload: e.payload.to_string(),
+            received,
+        });
+    }
+    match api.store.add_insights(&records).await {
+        Ok(()) => (StatusCode::CREATED, Json(json!({"stored": records.len()}))).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
+async fn list_insights(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return *r;
+    }
+    let size = match q.get("PageSize").map(|s| s.parse::<i64>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "PageSize is a number from 1 to 10000",
+            )
+        }
+    };
+    let (call, identity) = (q.get("CallSid").map(String::as_str), q.get("Identity").map(String::as_str));
+    match api.store.insights(&api.account.account_sid, call, identity, size).await {
+        Ok(events) => Json(json!({"events": events})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
+    }
+}
+
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .route("/2010-04-01/Accounts/{account}/Calls.json", get(list_calls))
         .route("/2010-04-01/Accounts/{account}/Calls/{call}", get(get_call))
+        .route("/2010-04-01/Accounts/{account}/Calls/{call}/UserDefinedMessages.json", post(send_message))
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{call}/UserDefinedMessageSubscriptions.json",
+            get(list_subscriptions).post(add_subscription),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{call}/UserDefinedMessageSubscriptions/{sub}",
+            axum::routing::delete(delete_subscription),
+        )
+        .route("/v1/Insights/Events", get(list_insights).post(post_insights))
         .route("/v1/Registrations", get(registrations))
         .route("/v1/Bindings", get(list_bindings).post(add_binding))
         .route("/v1/Bindings/{sid}", axum::routing::delete(delete_binding))

@@ -57,6 +57,9 @@ pub(crate) enum HubMsg {
     Routed(String, Result<String, VoiceError>),
     /// Run the rest of a call's TwiML (after a `<Pause>`).
     Resume(String, VecDeque<Verb>),
+    /// Send a call message (JSON content) to the client on the leg with this SID; the
+    /// reply is the message's SID.
+    SendMessage { call_sid: String, content: String, reply: oneshot::Sender<Result<String, VoiceError>> },
 }
 
 /// Settings the hub needs.
@@ -91,7 +94,7 @@ const MAX_DEVICES: usize = 10;
 /// Call messages per call per minute.
 const MESSAGES_PER_MINUTE: usize = 10;
 /// The most bytes of one call message.
-const MAX_MESSAGE_BYTES: usize = 10 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 10 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -102,6 +105,8 @@ enum Role {
 struct Leg {
     flow: FlowId,
     call: CallId,
+    /// A Dialtone client (it gets call messages), not a trunk or plain SIP peer.
+    client: bool,
 }
 
 struct Bridge {
@@ -235,6 +240,10 @@ impl Hub {
                 }
                 HubMsg::Resume(sid, verbs) => {
                     self.run_verbs(&sid, verbs).await;
+                    self.drain().await;
+                }
+                HubMsg::SendMessage { call_sid, content, reply } => {
+                    let _ = reply.send(self.send_message(&call_sid, &content, now));
                     self.drain().await;
                 }
                 HubMsg::Registrations(reply) => {
@@ -443,7 +452,7 @@ impl Hub {
                 let other = self.other_leg(&sid, role);
                 let sdp = String::from_utf8_lossy(&request.body).into_owned();
                 let sent = match other {
-                    Some((f, c)) => self.ua(f).is_some_and(|ua| ua.reinvite(c, &sdp, now)),
+                    Some((f, c, _)) => self.ua(f).is_some_and(|ua| ua.reinvite(c, &sdp, now)),
                     None => false,
                 };
                 if sent {
@@ -458,7 +467,7 @@ impl Hub {
                 let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else { return };
                 let from = self.bridges.get_mut(&sid).and_then(|b| b.reoffer_from.take());
                 if from.is_some_and(|r| r != role) {
-                    if let Some((f, c)) = self.other_leg(&sid, role) {
+                    if let Some((f, c, _)) = self.other_leg(&sid, role) {
                         let sdp = String::from_utf8_lossy(&response.body).into_owned();
                         if let Some(ua) = self.ua(f) {
                             ua.answer_reoffer(c, Some(&sdp), now);
@@ -469,7 +478,7 @@ impl Hub {
             UaEvent::ReofferFailed { call, .. } => {
                 let Some((sid, role)) = self.legs.get(&(flow, call)).cloned() else { return };
                 if self.bridges.get_mut(&sid).and_then(|b| b.reoffer_from.take()).is_some() {
-                    if let Some((f, c)) = self.other_leg(&sid, role) {
+                    if let Some((f, c, _)) = self.other_leg(&sid, role) {
                         if let Some(ua) = self.ua(f) {
                             ua.answer_reoffer(c, None, now);
                         }
@@ -522,12 +531,14 @@ impl Hub {
         }
     }
 
-    fn other_leg(&self, sid: &str, role: Role) -> Option<(FlowId, CallId)> {
+    /// The other side of a leg of an answered call, and whether it is a client.
+    fn other_leg(&self, sid: &str, role: Role) -> Option<(FlowId, CallId, bool)> {
         let b = self.bridges.get(sid)?;
-        match role {
-            Role::Caller => b.answered.and_then(|i| b.callees.get(i)).map(|l| (l.flow, l.call)),
-            Role::Callee => Some((b.caller.flow, b.caller.call)),
-        }
+        let l = match role {
+            Role::Caller => b.answered.and_then(|i| b.callees.get(i))?,
+            Role::Callee => &b.caller,
+        };
+        Some((l.flow, l.call, l.client))
     }
 
     // ------------------------------------------------------------------ registrar
@@ -654,7 +665,7 @@ impl Hub {
                 let c = ua.invite_from(from.clone(), contact.clone(), &offer, &extra, now);
                 self.legs.insert((flow, c), (sid.clone(), Role::Callee));
                 if let Some(b) = self.bridges.get_mut(&sid) {
-                    b.callees.push(Leg { flow, call: c });
+                    b.callees.push(Leg { flow, call: c, client: true });
                 }
             }
         }
@@ -673,6 +684,7 @@ impl Hub {
         };
         // Who is calling: a token's identity, or a trusted trunk.
         let mut app_sid = None;
+        let mut by_token = false;
         let caller = match Self::bearer(&request).map(|t| token::verify(&self.cfg.account, t)) {
             Some(Ok(claims)) => {
                 app_sid = claims
@@ -689,6 +701,7 @@ impl Hub {
                     );
                     return reject(self, 403, &e);
                 }
+                by_token = true;
                 format!("client:{identity}")
             }
             Some(Err(e)) => return reject(self, 403, &e),
@@ -743,7 +756,7 @@ impl Hub {
             Bridge {
                 sid: sid.clone(),
                 child_sid: new_sid("CA"),
-                caller: Leg { flow, call },
+                caller: Leg { flow, call, client: caller.starts_with("client:") && by_token },
                 callees: Vec::new(),
                 answered: None,
                 rang: false,
@@ -918,7 +931,7 @@ impl Hub {
             for (f, contact) in devices {
                 if let Some(ua) = self.ua(f) {
                     let c = ua.invite_from(from.clone(), contact, &offer, &extra, now);
-                    callees.push(Leg { flow: f, call: c });
+                    callees.push(Leg { flow: f, call: c, client: true });
                 }
             }
         }
@@ -1139,37 +1152,128 @@ impl Hub {
                     VoiceError::new(ErrorCode::MalformedRequest, "the content is not the JSON its type says"),
                 );
             }
-            if let Some(b) = self.bridges.get_mut(&sid) {
-                while b.messages.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
-                    b.messages.pop_front();
-                }
-                if b.messages.len() >= MESSAGES_PER_MINUTE {
-                    return refuse(
-                        self,
-                        429,
-                        VoiceError::new(ErrorCode::RateExceeded, "at most 10 call messages a minute"),
-                    );
-                }
-                b.messages.push_back(now);
-            }
         }
-        let Some((f, c)) = self.other_leg(&sid, role) else {
+        let other = self.other_leg(&sid, role);
+        if other.is_none() {
             return refuse(
                 self,
                 481,
                 VoiceError::new(ErrorCode::CallMessageUnexpectedState, "the call is not connected"),
             );
-        };
+        }
+        if is_message {
+            if let Err(e) = self.bridges.get_mut(&sid).map_or(Ok(()), |b| admit_message(b, now)) {
+                return refuse(self, 429, e);
+            }
+        }
         if let Some(ua) = self.ua(flow) {
             ua.respond(&tx, response_to(&request, 200, None), now);
         }
         let ct = request.header("Content-Type").unwrap_or("text/plain").to_owned();
+        if is_message {
+            // Subscriptions on the sending leg hear every message it sends.
+            let leg_sid = match (role, self.bridges.get(&sid)) {
+                (Role::Caller, _) => sid.clone(),
+                (Role::Callee, Some(b)) => b.child_sid.clone(),
+                (Role::Callee, None) => sid.clone(),
+            };
+            let message_sid =
+                request.header(wire::EVENT_SID_HEADER).map_or_else(|| new_sid("KX"), |v| v.trim().to_owned());
+            let content = String::from_utf8_lossy(&request.body).into_owned();
+            let (store, account) = (self.store.clone(), self.cfg.account.account_sid.clone());
+            tokio::spawn(deliver_to_subscriptions(store, account, leg_sid, message_sid, ct.clone(), content));
+        }
+        // DTMF INFO goes to any peer; call messages only to Dialtone clients.
+        let Some((f, c, client)) = other else { return };
+        if is_message && !client {
+            return;
+        }
         let extra: Vec<(&str, String)> = [wire::MESSAGE_TYPE_HEADER, wire::EVENT_SID_HEADER]
             .into_iter()
             .filter_map(|h| request.header(h).map(|v| (h, v.to_owned())))
             .collect();
         if let Some(ua) = self.ua(f) {
             ua.info(c, &ct, &extra, &request.body, now);
+        }
+    }
+
+    /// A call message from the REST API to the client on the leg `call_sid`.
+    fn send_message(&mut self, call_sid: &str, content: &str, now: Instant) -> Result<String, VoiceError> {
+        crate::http::check_message(content)?;
+        let b = self
+            .bridges
+            .values_mut()
+            .find(|b| b.sid == call_sid || b.child_sid == call_sid)
+            .ok_or_else(|| VoiceError::new(ErrorCode::NotFound, format!("no live call {call_sid}")))?;
+        let leg = if b.sid == call_sid { Some(&b.caller) } else { b.answered.and_then(|i| b.callees.get(i)) };
+        let (flow, call) = match leg {
+            Some(l) if l.client => (l.flow, l.call),
+            Some(_) => {
+                return Err(VoiceError::new(
+                    ErrorCode::CallMessageUnexpectedState,
+                    "that leg is not a Dialtone client",
+                ))
+            }
+            None => {
+                return Err(VoiceError::new(
+                    ErrorCode::CallMessageUnexpectedState,
+                    "the call is not connected",
+                ))
+            }
+        };
+        if b.answered.is_none() {
+            return Err(VoiceError::new(ErrorCode::CallMessageUnexpectedState, "the call is not connected"));
+        }
+        admit_message(b, now)?;
+        let sid = new_sid("KX");
+        let extra = [
+            (wire::MESSAGE_TYPE_HEADER, "user-defined-message".to_owned()),
+            (wire::EVENT_SID_HEADER, sid.clone()),
+        ];
+        let ua = self.ua(flow).ok_or_else(|| {
+            VoiceError::new(ErrorCode::CallMessageUnexpectedState, "the client is reconnecting")
+        })?;
+        ua.info(call, "application/json", &extra, content.as_bytes(), now);
+        Ok(sid)
+    }
+}
+
+/// Counts a call message against the call's limit of 10 a minute.
+fn admit_message(b: &mut Bridge, now: Instant) -> Result<(), VoiceError> {
+    while b.messages.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+        b.messages.pop_front();
+    }
+    if b.messages.len() >= MESSAGES_PER_MINUTE {
+        return Err(VoiceError::new(ErrorCode::RateExceeded, "at most 10 call messages a minute"));
+    }
+    b.messages.push_back(now);
+    Ok(())
+}
+
+/// POSTs a call message to every subscription of the leg that sent it.
+async fn deliver_to_subscriptions(
+    store: Store,
+    account: String,
+    leg_sid: String,
+    message_sid: String,
+    content_type: String,
+    content: String,
+) {
+    let subs = match store.subscriptions(&leg_sid).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "cannot read message subscriptions"),
+    };
+    for sub in subs {
+        let form = vec![
+            ("AccountSid".to_owned(), account.clone()),
+            ("CallSid".to_owned(), leg_sid.clone()),
+            ("Sid".to_owned(), message_sid.clone()),
+            ("ContentType".to_owned(), content_type.clone()),
+            ("Content".to_owned(), content.clone()),
+            ("Timestamp".to_owned(), crate::store::now_ms().to_string()),
+        ];
+        if let Err(e) = twiml::post_form(&sub.callback, &form).await {
+            tracing::warn!(subscription = %sub.sid, error = %e, "a message callback failed");
         }
     }
 }

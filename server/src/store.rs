@@ -55,6 +55,48 @@ pub struct Binding {
     pub created: i64,
 }
 
+/// A subscription to a call leg's messages: each message the leg's client sends is
+/// POSTed (a form) to the callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Subscription {
+    /// `ZY` + 32 hex digits.
+    pub sid: String,
+    /// The account.
+    pub account_sid: String,
+    /// The call leg whose messages are delivered.
+    pub call_sid: String,
+    /// The `http://` URL POSTed each message.
+    pub callback: String,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+}
+
+/// One insights event an SDK posted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct InsightsRecord {
+    /// `IE` + 32 hex digits.
+    pub sid: String,
+    /// The account.
+    pub account_sid: String,
+    /// The posting client's identity (from its access token).
+    pub identity: String,
+    /// The call the event belongs to.
+    pub call_sid: Option<String>,
+    /// The event's group (`connection`, `settings`, ...).
+    #[sqlx(rename = "event_group")]
+    pub group: String,
+    /// The event's name within its group.
+    pub name: String,
+    /// `debug`, `info`, `warning` or `error`.
+    pub level: String,
+    /// When the SDK saw it, in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// The event's detail as JSON text.
+    pub payload: String,
+    /// When the server stored it.
+    pub received: i64,
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -109,6 +151,35 @@ impl Store {
                 address TEXT NOT NULL,
                 gateway_url TEXT NOT NULL,
                 created BIGINT NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS subscriptions (
+                sid TEXT PRIMARY KEY,
+                account_sid TEXT NOT NULL,
+                call_sid TEXT NOT NULL,
+                callback TEXT NOT NULL,
+                created BIGINT NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS insights_events (
+                sid TEXT PRIMARY KEY,
+                account_sid TEXT NOT NULL,
+                identity TEXT NOT NULL,
+                call_sid TEXT,
+                event_group TEXT NOT NULL,
+                name TEXT NOT NULL,
+                level TEXT NOT NULL,
+                timestamp_ms BIGINT NOT NULL,
+                payload TEXT NOT NULL,
+                received BIGINT NOT NULL
             )",
         )
         .execute(&pool)
@@ -265,5 +336,95 @@ impl Store {
     /// One call by SID.
     pub async fn get_call(&self, account_sid: &str, sid: &str) -> Result<Option<CallRecord>, ServerError> {
         Ok(self.list_calls(account_sid, i64::MAX).await?.into_iter().find(|c| c.sid == sid))
+    }
+
+    /// Adds a call message subscription.
+    pub async fn add_subscription(&self, s: &Subscription) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO subscriptions (sid, account_sid, call_sid, callback, created)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&s.sid)
+        .bind(&s.account_sid)
+        .bind(&s.call_sid)
+        .bind(&s.callback)
+        .bind(s.created)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The subscriptions of one call leg, oldest first.
+    pub async fn subscriptions(&self, call_sid: &str) -> Result<Vec<Subscription>, ServerError> {
+        sqlx::query_as::<_, Subscription>(
+            "SELECT sid, account_sid, call_sid, callback, created FROM subscriptions
+             WHERE call_sid = $1 ORDER BY created, sid",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// Removes a subscription of a call leg; false if there was none.
+    pub async fn delete_subscription(&self, call_sid: &str, sid: &str) -> Result<bool, ServerError> {
+        let r = sqlx::query("DELETE FROM subscriptions WHERE sid = $1 AND call_sid = $2")
+            .bind(sid)
+            .bind(call_sid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Stores insights events (all or none).
+    pub async fn add_insights(&self, events: &[InsightsRecord]) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO insights_events (sid, account_sid, identity, call_sid, event_group, name,
+                    level, timestamp_ms, payload, received)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&e.sid)
+            .bind(&e.account_sid)
+            .bind(&e.identity)
+            .bind(&e.call_sid)
+            .bind(&e.group)
+            .bind(&e.name)
+            .bind(&e.level)
+            .bind(e.timestamp_ms)
+            .bind(&e.payload)
+            .bind(e.received)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Stored insights events, oldest first, filtered by call SID and identity.
+    pub async fn insights(
+        &self,
+        account_sid: &str,
+        call_sid: Option<&str>,
+        identity: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InsightsRecord>, ServerError> {
+        sqlx::query_as::<_, InsightsRecord>(
+            "SELECT sid, account_sid, identity, call_sid, event_group, name, level, timestamp_ms, payload,
+                received
+             FROM insights_events
+             WHERE account_sid = $1 AND ($2 IS NULL OR call_sid = $2) AND ($3 IS NULL OR identity = $3)
+             ORDER BY timestamp_ms, received, sid LIMIT $4",
+        )
+        .bind(account_sid)
+        .bind(call_sid)
+        .bind(identity)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
     }
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use dialtone_core::{ErrorCode, VoiceError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One thing to dial.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,56 +231,17 @@ pub async fn post_form(url: &str, form: &[(String, String)]) -> Result<String, V
 /// POSTs a body to an `http://` URL and returns the body of a 2xx answer. Unreachable,
 /// slow (10 s) or non-2xx is 31502.
 pub async fn post(url: &str, content_type: &str, body: &str) -> Result<String, VoiceError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| gateway(format!("voice URL {url:?}: only http:// is supported")))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let host_port = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: Dialtone/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(&host_port)
-            .await
-            .map_err(|e| gateway(format!("voice URL {url}: {e}")))?;
-        s.write_all(req.as_bytes()).await.map_err(|e| gateway(format!("voice URL {url}: {e}")))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| gateway(format!("voice URL {url}: {e}")))?;
-        Ok::<_, VoiceError>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .map_err(|_| gateway(format!("voice URL {url} did not answer within 10 s")))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) =
-        text.split_once("\r\n\r\n").ok_or_else(|| gateway(format!("voice URL {url}: not HTTP")))?;
-    let status: u16 =
-        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| gateway("not HTTP"))?;
-    if !(200..300).contains(&status) {
-        return Err(gateway(format!("voice URL {url} answered HTTP {status}")));
+    let (u, ct, b) = (url.to_owned(), content_type.to_owned(), body.as_bytes().to_vec());
+    let r = tokio::task::spawn_blocking(move || {
+        dialtone_core::http::post(&u, &ct, &[], &b, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|e| gateway(format!("{url}: {e}")))?
+    .map_err(gateway)?;
+    if !(200..300).contains(&r.status) {
+        return Err(gateway(format!("{url} answered HTTP {}", r.status)));
     }
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
-    });
-    Ok(if chunked { dechunk(body) } else { body.to_owned() })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    Ok(r.body)
 }
 
 #[cfg(test)]

@@ -416,6 +416,15 @@ impl Client {
         Client { identity: identity.to_owned(), voice, agent, heard_audio, events, tx, token: None }
     }
 
+    /// Publishes this client's insights events to `sink` (they are off by default).
+    pub fn with_insights(mut self, sink: Arc<dyn InsightsSink>) -> Client {
+        self.voice = Voice::builder(self.agent.clone())
+            .incoming_delegate(Arc::new(Recorder { tx: self.tx.clone() }))
+            .insights_sink(sink)
+            .build();
+        self
+    }
+
     pub fn delegate(&self) -> Arc<Recorder> {
         Arc::new(Recorder { tx: self.tx.clone() })
     }
@@ -728,3 +737,86 @@ pub async fn http_sink(answer: &'static str) -> (String, mpsc::UnboundedReceiver
     });
     (url, rx)
 }
+
+/// A server configuration for tests: every port 0 (free ones), the scratch directory as
+/// the data directory, an in-memory store.
+pub fn server_config(scratch: &Scratch) -> config::ServerConfig {
+    let mut cfg = config::ServerConfig::default();
+    (cfg.sip_udp_port, cfg.sip_tcp_port, cfg.sip_tls_port, cfg.ws_port, cfg.wss_port, cfg.http_port) =
+        (0, 0, 0, 0, 0, 0);
+    cfg.data_dir = Some(scratch.0.clone());
+    cfg.database_url = Some("sqlite::memory:".into());
+    cfg
+}
+
+/// How a REST request authenticates.
+pub enum Auth<'a> {
+    /// No credentials.
+    None,
+    /// HTTP Basic with these.
+    Basic(&'a str, &'a str),
+    /// An access token in `X-Dialtone-Token`.
+    Token(&'a str),
+}
+
+/// One request to the server's REST API: the status and the JSON body (`null` when
+/// there is none).
+pub async fn rest(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Auth<'_>,
+    content_type: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    match auth {
+        Auth::None => {}
+        Auth::Basic(u, p) => req.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )),
+        Auth::Token(t) => req.push_str(&format!("X-Dialtone-Token: {t}\r\n")),
+    }
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp)).await.unwrap().unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let b = resp.split_once("\r\n\r\n").unwrap().1;
+    // A chunked body: take the JSON between the first { and the last }.
+    let json = match (b.find('{'), b.rfind('}')) {
+        (Some(i), Some(j)) if i < j => serde_json::from_str(&b[i..=j]).unwrap(),
+        _ => serde_json::Value::Null,
+    };
+    (status, json)
+}
+
+/// `application/x-www-form-urlencoded` of some pairs.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    let enc =
+        |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+/// The pairs of a form body.
+pub fn parse_form(body: &str) -> std::collections::HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// The content type of a form body.
+pub const FORM: &str = "application/x-www-form-urlencoded";
