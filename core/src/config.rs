@@ -289,6 +289,57 @@ pub struct ServerConfig {
     /// picks one; with exactly one configured, it is the default; with none, the
     /// development routing dials `client:NAME`.
     pub applications: Vec<ApplicationConfig>,
+    /// SIP trunks: peers that send calls in without a token (by source range or
+    /// digest credentials) and carry `<Number>` and `<Sip>` dials out.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// One SIP trunk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TrunkConfig {
+    /// A name for logs and call records.
+    pub name: String,
+    /// Where calls out go: `sip:host[:port][;transport=udp|tcp|tls]` (or `sips:`).
+    /// `<Number>` dials `NUMBER@` this host; a `<Sip>` URI whose host and port are
+    /// this trunk's uses its credentials. Unset: the trunk only calls in.
+    pub uri: Option<String>,
+    /// Source address ranges whose requests are this trunk's (no token, no digest).
+    pub networks: Vec<String>,
+    /// Digest credentials (username) a peer presents to call in as this trunk, from
+    /// any address. The server challenges with MD5 (what SIP phones know).
+    pub username: Option<String>,
+    /// The password of `username`.
+    pub password: Option<String>,
+    /// Digest credentials for calls out, when the trunk challenges them.
+    pub outbound_username: Option<String>,
+    /// The password of `outbound_username`.
+    pub outbound_password: Option<String>,
+    /// The CA file that verifies a `sips:`/`transport=tls` trunk (default: the
+    /// platform roots).
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl TrunkConfig {
+    /// A trunk named `name` whose calls out go to `uri`.
+    pub fn outbound(name: impl Into<String>, uri: impl Into<String>) -> Self {
+        TrunkConfig { name: name.into(), uri: Some(uri.into()), ..Default::default() }
+    }
+
+    /// A trunk named `name` that calls in with digest credentials.
+    pub fn inbound_digest(
+        name: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        TrunkConfig {
+            name: name.into(),
+            username: Some(username.into()),
+            password: Some(password.into()),
+            ..Default::default()
+        }
+    }
 }
 
 /// One TwiML application: a voice URL, or a TwiML document.
@@ -340,6 +391,7 @@ impl Default for ServerConfig {
             trusted_networks: vec!["127.0.0.0/8".to_owned()],
             ring_timeout_secs: 60,
             applications: Vec::new(),
+            trunks: Vec::new(),
         }
     }
 }
@@ -427,15 +479,45 @@ impl Config {
                 return err(&format!("plugins[{i}]"), "expected exactly one of path or dir".into());
             }
         }
-        for (i, net) in self.server.trusted_networks.iter().enumerate() {
-            let ok = net
-                .split_once('/')
+        let range_ok = |net: &str| {
+            net.split_once('/')
                 .and_then(|(ip, len)| Some((ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?)))
-                .is_some_and(|(ip, len)| len <= if ip.is_ipv4() { 32 } else { 128 });
-            if !ok {
+                .is_some_and(|(ip, len)| len <= if ip.is_ipv4() { 32 } else { 128 })
+        };
+        for (i, net) in self.server.trusted_networks.iter().enumerate() {
+            if !range_ok(net) {
                 return err(
                     &format!("server.trusted_networks[{i}]"),
                     format!("{net:?}; expected an address range like 127.0.0.0/8"),
+                );
+            }
+        }
+        for (i, t) in self.server.trunks.iter().enumerate() {
+            let key = |k: &str| format!("server.trunks[{i}].{k}");
+            if let Some(net) = t.networks.iter().find(|n| !range_ok(n)) {
+                return err(&key("networks"), format!("{net:?}; expected an address range like 10.0.0.0/8"));
+            }
+            if t.username.is_some() != t.password.is_some() {
+                return err(&key("password"), "username and password go together".into());
+            }
+            if t.outbound_username.is_some() != t.outbound_password.is_some() {
+                return err(
+                    &key("outbound_password"),
+                    "outbound_username and outbound_password go together".into(),
+                );
+            }
+            if let Some(u) = &t.uri {
+                if !(u.starts_with("sip:") || u.starts_with("sips:")) {
+                    return err(
+                        &key("uri"),
+                        format!("{u:?}; expected sip:host[:port][;transport=udp|tcp|tls]"),
+                    );
+                }
+            }
+            if t.uri.is_none() && t.networks.is_empty() && t.username.is_none() {
+                return err(
+                    &format!("server.trunks[{i}]"),
+                    "a trunk needs a uri, networks or a username".into(),
                 );
             }
         }
@@ -646,6 +728,18 @@ mod tests {
             ("media.rtp_ports", serde_json::json!([20000, 10000]), "media.rtp_ports"),
             ("plugins", serde_json::json!([{}]), "plugins[0]"),
             ("server.trusted_networks", serde_json::json!(["10.0.0.0/99"]), "server.trusted_networks[0]"),
+            (
+                "server.trunks",
+                serde_json::json!([{"name": "t", "networks": ["x"]}]),
+                "server.trunks[0].networks",
+            ),
+            (
+                "server.trunks",
+                serde_json::json!([{"name": "t", "username": "u"}]),
+                "server.trunks[0].password",
+            ),
+            ("server.trunks", serde_json::json!([{"name": "t", "uri": "http://x"}]), "server.trunks[0].uri"),
+            ("server.trunks", serde_json::json!([{"name": "t"}]), "server.trunks[0]"),
         ];
         for (key, value, want) in cases {
             let e = ConfigLoader::new().no_file().no_env().set(key, value).load().unwrap_err();

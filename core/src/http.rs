@@ -53,6 +53,8 @@ pub fn post(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
     let io = |e: std::io::Error| {
         if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
             format!("{url} did not answer within {} s", timeout.as_secs_f32())
@@ -63,8 +65,7 @@ pub fn post(
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
-    s.write_all(head.as_bytes()).map_err(io)?;
-    s.write_all(body).map_err(io)?;
+    s.write_all(&request).map_err(io)?;
     let mut raw = Vec::new();
     // At most 1 MiB of answer.
     s.take(1 << 20).read_to_end(&mut raw).map_err(io)?;
@@ -107,8 +108,12 @@ mod tests {
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let mut req = String::new();
+            while !req.ends_with("hi") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended early: {req}");
+                req.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
             s.write_all(
                 b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
             )

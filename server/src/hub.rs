@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dialtone_core::{ErrorCode, VoiceError};
+use dialtone_sip::digest::{Algorithm, Answer, Challenge};
 use dialtone_sip::header::{NameAddr, Uri};
 use dialtone_sip::message::Message;
 use dialtone_sip::ua::{
@@ -57,6 +58,15 @@ pub(crate) enum HubMsg {
     Routed(String, Result<String, VoiceError>),
     /// Run the rest of a call's TwiML (after a `<Pause>`).
     Resume(String, VecDeque<Verb>),
+    /// A connection toward a trunk or SIP URI is up (or failed) for the dial of
+    /// `child_sid` in call `sid`.
+    Outbound {
+        sid: String,
+        child_sid: String,
+        key: String,
+        target: OutTarget,
+        result: Result<FlowId, VoiceError>,
+    },
     /// Send a call message (JSON content) to the client on the leg with this SID; the
     /// reply is the message's SID.
     SendMessage { call_sid: String, content: String, reply: oneshot::Sender<Result<String, VoiceError>> },
@@ -70,9 +80,44 @@ pub(crate) struct HubConfig {
     pub(crate) ring_timeout: Duration,
     pub(crate) max_message_size: usize,
     pub(crate) applications: Vec<ApplicationConfig>,
+    /// SIP trunks.
+    pub(crate) trunks: Vec<Trunk>,
+    /// The UDP listener's socket, shared for calls out over UDP.
+    pub(crate) udp: Option<crate::listen::Udp>,
     /// The hub's own inbox (for work that finishes later).
     pub(crate) inbox: mpsc::UnboundedSender<HubMsg>,
 }
+
+/// A configured SIP trunk, parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct Trunk {
+    pub(crate) name: String,
+    /// Where calls out go.
+    pub(crate) uri: Option<Uri>,
+    /// Source ranges that are this trunk.
+    pub(crate) networks: Vec<(IpAddr, u8)>,
+    /// What a peer presents to call in as this trunk.
+    pub(crate) credentials: Option<(String, String)>,
+    /// What the server presents when the trunk challenges a call out.
+    pub(crate) outbound_credentials: Option<(String, String)>,
+    /// Verifies a TLS trunk.
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where one `<Sip>` or `<Number>` of a dial goes.
+#[derive(Clone, Debug)]
+pub(crate) struct OutTarget {
+    /// The request-URI.
+    uri: Uri,
+    /// Digest credentials for a challenge.
+    credentials: Option<(String, String)>,
+    tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// The realm of the server's digest challenges.
+const REALM: &str = "dialtone";
+/// How long a digest nonce is good for.
+const NONCE_SECS: u64 = 300;
 
 struct FlowState {
     ua: UserAgent,
@@ -130,6 +175,20 @@ struct Bridge {
     /// Identities reached by push (no live registration), with the parameters of their
     /// invite and the bindings pushed to: a device of theirs that registers now rings.
     pushed: Vec<(String, std::collections::BTreeMap<String, String>, Vec<crate::store::Binding>)>,
+    /// Connections toward trunks still being opened for this dial.
+    connecting: usize,
+    /// The caller's leg is answered (a callee answered once).
+    caller_answered: bool,
+    /// When the current dial's callee answered.
+    answered_at: Option<Instant>,
+    /// The current `<Dial action>`, resolved to a URL.
+    action: Option<String>,
+    /// The verbs after the current `<Dial>`.
+    rest: VecDeque<Verb>,
+    /// The application's voice URL (relative actions resolve against it).
+    voice_url: Option<String>,
+    /// Who the caller called (the voice URL's `To`).
+    to: String,
 }
 
 pub(crate) struct Hub {
@@ -143,6 +202,8 @@ pub(crate) struct Hub {
     /// The user agents of closed flows that carried answered calls, kept until their
     /// clients reconnect and re-attach the dialogs (or the window closes).
     orphans: HashMap<FlowId, (UserAgent, Instant)>,
+    /// Flows toward trunks and SIP URIs, by connection (reused while open).
+    outbound_flows: HashMap<String, FlowId>,
 }
 
 /// How long an answered call waits for its client to reconnect.
@@ -196,6 +257,7 @@ impl Hub {
             bridges: HashMap::new(),
             legs: HashMap::new(),
             orphans: HashMap::new(),
+            outbound_flows: HashMap::new(),
         }
     }
 
@@ -240,6 +302,10 @@ impl Hub {
                 }
                 HubMsg::Resume(sid, verbs) => {
                     self.run_verbs(&sid, verbs).await;
+                    self.drain().await;
+                }
+                HubMsg::Outbound { sid, child_sid, key, target, result } => {
+                    self.on_outbound(&sid, &child_sid, key, &target, result, now).await;
                     self.drain().await;
                 }
                 HubMsg::SendMessage { call_sid, content, reply } => {
@@ -297,7 +363,7 @@ impl Hub {
         for sid in timed_out {
             tracing::info!(call_sid = %sid, "ring timeout");
             let e = VoiceError::new(ErrorCode::RequestTimeout, "nobody answered before the ring timeout");
-            self.fail_bridge(&sid, 408, "Request Timeout", Some(&e), "no-answer").await;
+            self.dial_failed(&sid, 408, "Request Timeout", Some(&e), "no-answer").await;
         }
         self.drain().await;
     }
@@ -419,7 +485,7 @@ impl Hub {
                 let Some(b) = self.bridges.get_mut(&sid) else { return };
                 b.callees.retain(|l| !(l.flow == flow && l.call == call));
                 b.last_failure = Some(failure.clone());
-                if b.callees.is_empty() && b.answered.is_none() && b.pushed.is_empty() {
+                if b.callees.is_empty() && b.answered.is_none() && b.pushed.is_empty() && b.connecting == 0 {
                     let status = match failure.status {
                         // A device that stopped answering is not the caller's business.
                         408 => 480,
@@ -432,7 +498,7 @@ impl Hub {
                         _ => "failed",
                     };
                     let reason = failure.reason.clone();
-                    self.fail_bridge(&sid, status, &reason, Some(&e), outcome).await;
+                    self.dial_failed(&sid, status, &reason, Some(&e), outcome).await;
                 }
             }
             UaEvent::Ended { call, by_peer, failure } => {
@@ -671,11 +737,172 @@ impl Hub {
         }
     }
 
+    // ------------------------------------------------------------------ trunks
+
+    /// Whether a request without a token comes from a trunk: a trusted range, a
+    /// trunk's range, or a trunk's digest credentials (challenged when absent or stale).
+    fn trunk_caller(&self, remote: Option<IpAddr>, request: &Message) -> TrunkAuth {
+        if let Some(ip) = remote {
+            if self.cfg.trusted.iter().any(|n| in_network(ip, *n)) {
+                return TrunkAuth::Trunk("trusted networks".to_owned());
+            }
+            if let Some(t) = self.cfg.trunks.iter().find(|t| t.networks.iter().any(|n| in_network(ip, *n))) {
+                return TrunkAuth::Trunk(t.name.clone());
+            }
+        }
+        if !self.cfg.trunks.iter().any(|t| t.credentials.is_some()) {
+            return TrunkAuth::Refused;
+        }
+        let Some(answer) = request.headers.get_all("Authorization").find_map(Answer::parse) else {
+            return TrunkAuth::Challenge;
+        };
+        if !self.nonce_ok(&answer.nonce) {
+            return TrunkAuth::Challenge;
+        }
+        if answer.realm != REALM || answer.uri.trim() != request.uri().trim() {
+            return TrunkAuth::Refused;
+        }
+        let trunk = self.cfg.trunks.iter().find(|t| {
+            t.credentials.as_ref().is_some_and(|(u, p)| *u == answer.username && answer.verify(p, "INVITE"))
+        });
+        match trunk {
+            Some(t) => TrunkAuth::Trunk(t.name.clone()),
+            None => TrunkAuth::Refused,
+        }
+    }
+
+    /// A digest nonce for the second `secs`: the time and an HMAC over it, so that
+    /// the server keeps no state and a nonce cannot be forged.
+    fn nonce(&self, secs: u64) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.cfg.account.api_key_secret.as_bytes());
+        let tag = ring::hmac::sign(&key, format!("digest-nonce:{secs}").as_bytes());
+        let hex: String = tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{secs:x}.{hex}")
+    }
+
+    fn nonce_ok(&self, nonce: &str) -> bool {
+        let Some(secs) = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok()) else {
+            return false;
+        };
+        let now = unix_secs();
+        secs <= now + 5 && now.saturating_sub(secs) <= NONCE_SECS && self.nonce(secs) == nonce
+    }
+
+    /// Where a `<Number>` or `<Sip>` goes: a number through the first trunk with a
+    /// URI; a SIP URI as it is, with the credentials of the trunk at its address.
+    fn out_target(&self, t: &DialTarget) -> Result<OutTarget, VoiceError> {
+        let same_place = |a: &Uri, b: &Uri| a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port;
+        match t {
+            DialTarget::Number(n) => {
+                let ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#' | '-'));
+                if !ok {
+                    return Err(VoiceError::new(ErrorCode::MalformedRequest, format!("<Number> {n:?}")));
+                }
+                let trunk = self.cfg.trunks.iter().find(|t| t.uri.is_some()).ok_or_else(|| {
+                    VoiceError::new(ErrorCode::ServiceUnavailable, "no trunk with a uri to carry <Number>")
+                })?;
+                let mut uri =
+                    trunk.uri.clone().ok_or_else(|| VoiceError::from_kind(ErrorCode::ServiceUnavailable))?;
+                uri.user = Some(n.replace('-', ""));
+                Ok(OutTarget {
+                    uri,
+                    credentials: trunk.outbound_credentials.clone(),
+                    tls_ca_file: trunk.tls_ca_file.clone(),
+                })
+            }
+            DialTarget::Sip(s) => {
+                let uri = Uri::parse(s)
+                    .map_err(|e| VoiceError::new(ErrorCode::MalformedRequest, format!("<Sip> {s:?}: {e}")))?;
+                let trunk =
+                    self.cfg.trunks.iter().find(|t| t.uri.as_ref().is_some_and(|tu| same_place(tu, &uri)));
+                Ok(OutTarget {
+                    credentials: trunk.and_then(|t| t.outbound_credentials.clone()),
+                    tls_ca_file: trunk.and_then(|t| t.tls_ca_file.clone()),
+                    uri,
+                })
+            }
+            DialTarget::Client { identity, .. } => Err(VoiceError::new(
+                ErrorCode::MalformedRequest,
+                format!("client:{identity} is not a SIP target"),
+            )),
+        }
+    }
+
+    /// Calls one `<Sip>`/`<Number>` target: at once on an open flow, else after the
+    /// connection is made (`HubMsg::Outbound`).
+    fn start_outbound(&mut self, sid: &str, target: OutTarget, now: Instant) {
+        let key = format!(
+            "{}:{}:{:?};{:?}",
+            target.uri.scheme,
+            target.uri.host,
+            target.uri.port,
+            target.uri.params.get("transport")
+        );
+        if let Some(flow) = self.outbound_flows.get(&key).copied().filter(|f| self.flows.contains_key(f)) {
+            return self.invite_outbound(sid, flow, &target, now);
+        }
+        let Some(b) = self.bridges.get_mut(sid) else { return };
+        b.connecting += 1;
+        let (sid, child_sid, inbox, udp) =
+            (sid.to_owned(), b.child_sid.clone(), self.cfg.inbox.clone(), self.cfg.udp.clone());
+        tokio::spawn(async move {
+            let result = connect_outbound(&target, udp, inbox.clone()).await;
+            let _ = inbox.send(HubMsg::Outbound { sid, child_sid, key, target, result });
+        });
+    }
+
+    async fn on_outbound(
+        &mut self,
+        sid: &str,
+        child_sid: &str,
+        key: String,
+        target: &OutTarget,
+        result: Result<FlowId, VoiceError>,
+        now: Instant,
+    ) {
+        if let Ok(flow) = &result {
+            self.outbound_flows.insert(key, *flow);
+        }
+        let Some(b) = self.bridges.get_mut(sid) else { return };
+        if b.child_sid != child_sid || b.answered.is_some() {
+            return;
+        }
+        b.connecting = b.connecting.saturating_sub(1);
+        match result {
+            Ok(flow) => self.invite_outbound(sid, flow, target, now),
+            Err(e) => {
+                tracing::warn!(call_sid = %sid, target = %target.uri, error = %e, "cannot reach a SIP target");
+                if b.callees.is_empty() && b.connecting == 0 && b.pushed.is_empty() {
+                    self.dial_failed(sid, 503, "Service Unavailable", Some(&e), "failed").await;
+                }
+            }
+        }
+    }
+
+    fn invite_outbound(&mut self, sid: &str, flow: FlowId, target: &OutTarget, now: Instant) {
+        let Some(b) = self.bridges.get(sid) else { return };
+        let (offer, child_sid) = (b.offer.clone(), b.child_sid.clone());
+        let from = b
+            .dial_from
+            .clone()
+            .unwrap_or_else(|| NameAddr::new(Uri::sip(Some("anonymous"), &self.cfg.domain)));
+        let Some(ua) = self.ua(flow) else { return };
+        let c = ua.invite_from(from, target.uri.clone(), &offer, &[(wire::CALL_SID_HEADER, child_sid)], now);
+        if let Some((u, p)) = &target.credentials {
+            ua.set_call_credentials(c, u, p);
+        }
+        self.legs.insert((flow, c), (sid.to_owned(), Role::Callee));
+        if let Some(b) = self.bridges.get_mut(sid) {
+            b.callees.push(Leg { flow, call: c, client: false });
+        }
+    }
+
     // ------------------------------------------------------------------ calls
 
     async fn on_invite(&mut self, flow: FlowId, call: CallId, request: Message, now: Instant) {
         let remote = self.flows.get(&flow).map(|f| f.remote.ip());
-        let trusted = remote.is_some_and(|ip| self.cfg.trusted.iter().any(|n| in_network(ip, *n)));
         let reject = |hub: &mut Hub, status: u16, e: &VoiceError| {
             let headers = [(wire::ERROR_HEADER, wire::error_header(e))];
             if let Some(ua) = hub.ua(flow) {
@@ -705,14 +932,36 @@ impl Hub {
                 format!("client:{identity}")
             }
             Some(Err(e)) => return reject(self, 403, &e),
-            None if trusted => {
-                wire::party(request.header("From"), &self.cfg.domain).unwrap_or_else(|| "anonymous".into())
-            }
-            None => {
-                // The same answer whatever identity the request names.
-                let e = VoiceError::new(ErrorCode::Forbidden, "not authorized");
-                return reject(self, 403, &e);
-            }
+            // The same answers whatever identity the request names.
+            None => match self.trunk_caller(remote, &request) {
+                TrunkAuth::Trunk(name) => {
+                    tracing::debug!(trunk = %name, "a call from a trunk");
+                    wire::party(request.header("From"), &self.cfg.domain)
+                        .unwrap_or_else(|| "anonymous".into())
+                }
+                TrunkAuth::Challenge => {
+                    let e = VoiceError::new(ErrorCode::AuthenticationFailed, "digest credentials required");
+                    let challenge = Challenge {
+                        realm: REALM.to_owned(),
+                        nonce: self.nonce(unix_secs()),
+                        opaque: None,
+                        algorithm: Algorithm::Md5,
+                        qop_auth: true,
+                    };
+                    let headers = [
+                        ("WWW-Authenticate", challenge.to_header()),
+                        (wire::ERROR_HEADER, wire::error_header(&e)),
+                    ];
+                    if let Some(ua) = self.ua(flow) {
+                        ua.reject_with_headers(call, 401, Some("Unauthorized"), &headers, now);
+                    }
+                    return;
+                }
+                TrunkAuth::Refused => {
+                    let e = VoiceError::new(ErrorCode::Forbidden, "not authorized");
+                    return reject(self, 403, &e);
+                }
+            },
         };
         let app = self.application(app_sid.as_deref());
         let target = Uri::parse(request.uri()).ok().and_then(|u| u.user).unwrap_or_default();
@@ -769,6 +1018,13 @@ impl Hub {
                 offer: String::from_utf8_lossy(&request.body).into_owned(),
                 dial_from: None,
                 pushed: Vec::new(),
+                connecting: 0,
+                caller_answered: false,
+                answered_at: None,
+                action: None,
+                rest: VecDeque::new(),
+                voice_url: app.as_ref().and_then(|a| a.voice_url.clone()),
+                to: to.clone(),
             },
         );
         tracing::info!(call_sid = %sid, %caller, %to, app = ?app.as_ref().map(|a| a.sid.clone()), "incoming call");
@@ -859,7 +1115,19 @@ impl Hub {
                     let e = VoiceError::new(ErrorCode::Decline, "the application hung up");
                     return self.fail_bridge(sid, 603, "Decline", Some(&e), "completed").await;
                 }
-                Verb::Dial(d) => return self.dial(sid, d).await,
+                Verb::Dial(d) => {
+                    let action = match d.action.as_deref().map(|a| self.resolve_action(sid, a)).transpose() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            return self.fail_bridge(sid, 500, "Application Error", Some(&e), "failed").await
+                        }
+                    };
+                    if let Some(b) = self.bridges.get_mut(sid) {
+                        b.rest = verbs;
+                        b.action = action;
+                    }
+                    return self.dial(sid, d).await;
+                }
             }
         }
         let e = VoiceError::new(ErrorCode::Decline, "the application's TwiML ended without dialing");
@@ -870,6 +1138,13 @@ impl Hub {
     async fn dial(&mut self, sid: &str, d: twiml::Dial) {
         let now = Instant::now();
         let Some(b) = self.bridges.get(sid) else { return };
+        if b.caller_answered {
+            // Bridging a connected caller to a new callee needs a re-offer toward the
+            // caller; not built yet.
+            let e = VoiceError::new(ErrorCode::Decline, "a <Dial> after a connected call is not supported");
+            tracing::warn!(call_sid = %sid, "{}", e.message());
+            return self.fail_bridge(sid, 603, "Decline", Some(&e), "completed").await;
+        }
         let (child_sid, caller, offer) = (b.child_sid.clone(), b.caller_party.clone(), b.offer.clone());
         let from_user = match &d.caller_id {
             Some(id) => Some(id.strip_prefix("client:").unwrap_or(id).to_owned()),
@@ -883,9 +1158,22 @@ impl Hub {
         let mut callees = Vec::new();
         let mut pushed = Vec::new();
         let mut first_to = None;
+        let mut outbound = Vec::new();
+        let mut target_error = None;
         for t in &d.targets {
             let DialTarget::Client { identity, params } = t else {
-                tracing::warn!(call_sid = %sid, target = ?t, "<Sip> and <Number> are not supported yet; skipped");
+                first_to.get_or_insert_with(|| match t {
+                    DialTarget::Number(n) => n.clone(),
+                    DialTarget::Sip(u) => u.clone(),
+                    DialTarget::Client { identity, .. } => format!("client:{identity}"),
+                });
+                match self.out_target(t) {
+                    Ok(o) => outbound.push(o),
+                    Err(e) => {
+                        tracing::warn!(call_sid = %sid, target = ?t, error = %e, "cannot dial");
+                        target_error = Some(e);
+                    }
+                }
                 continue;
             };
             first_to.get_or_insert_with(|| format!("client:{identity}"));
@@ -938,7 +1226,6 @@ impl Hub {
         for l in &callees {
             self.legs.insert((l.flow, l.call), (sid.to_owned(), Role::Callee));
         }
-        let empty = callees.is_empty() && pushed.is_empty();
         let timeout = d.timeout.map_or(self.cfg.ring_timeout, |t| Duration::from_secs(u64::from(t.max(1))));
         let to = first_to.unwrap_or_else(|| "nobody".into());
         if let Some(b) = self.bridges.get_mut(sid) {
@@ -947,10 +1234,27 @@ impl Hub {
             b.dial_from = Some(from.clone());
             b.pushed = pushed;
         }
+        for o in outbound {
+            self.start_outbound(sid, o, now);
+        }
+        let empty = self
+            .bridges
+            .get(sid)
+            .is_none_or(|b| b.callees.is_empty() && b.pushed.is_empty() && b.connecting == 0);
         if empty {
-            let e =
-                VoiceError::new(ErrorCode::TemporarilyUnavailable, format!("{to} has no registered device"));
-            return self.fail_bridge(sid, 480, "Temporarily Unavailable", Some(&e), "failed").await;
+            return match target_error {
+                Some(e) => {
+                    let status = if e.kind() == ErrorCode::MalformedRequest { 500 } else { 503 };
+                    self.dial_failed(sid, status, "Service Unavailable", Some(&e), "failed").await
+                }
+                None => {
+                    let e = VoiceError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        format!("{to} has no registered device"),
+                    );
+                    self.dial_failed(sid, 480, "Temporarily Unavailable", Some(&e), "failed").await
+                }
+            };
         }
         let rec = CallRecord {
             sid: child_sid,
@@ -982,6 +1286,8 @@ impl Hub {
         let Some(b) = self.bridges.get_mut(&sid) else { return };
         let Some(i) = b.callees.iter().position(|l| l.flow == flow && l.call == call) else { return };
         b.answered = Some(i);
+        b.caller_answered = true;
+        b.answered_at = Some(now);
         let (cf, cc, child_sid) = (b.caller.flow, b.caller.call, b.child_sid.clone());
         let sdp = String::from_utf8_lossy(&response.body).into_owned();
         if let Some(ua) = self.ua(cf) {
@@ -1029,6 +1335,102 @@ impl Hub {
         }
     }
 
+    /// A dial ended without an answer: the call goes on with the `<Dial action>`'s
+    /// TwiML or the verbs after the `<Dial>`, else fails with `status`.
+    async fn dial_failed(
+        &mut self,
+        sid: &str,
+        status: u16,
+        reason: &str,
+        e: Option<&VoiceError>,
+        outcome: &str,
+    ) {
+        let dial_status = match status {
+            486 | 600 | 603 => "busy",
+            408 | 480 => "no-answer",
+            _ => "failed",
+        };
+        let cause =
+            e.map_or_else(|| format!("SIP {status} {reason}"), |e| format!("{} {}", e.code(), e.message()));
+        self.cancel_callees(sid, None, Instant::now());
+        if self.continue_after_dial(sid, dial_status, &cause).await {
+            return;
+        }
+        self.fail_bridge(sid, status, reason, e, outcome).await;
+    }
+
+    /// After a dial ends, runs what follows it: the action URL (POSTed the dial's
+    /// outcome; its TwiML runs next) or the verbs after `<Dial>`. False when neither
+    /// exists. The dialed leg's record ends with `dial_status`.
+    async fn continue_after_dial(&mut self, sid: &str, dial_status: &str, cause: &str) -> bool {
+        let now = Instant::now();
+        let account = self.cfg.account.account_sid.clone();
+        let Some(b) = self.bridges.get_mut(sid) else { return false };
+        if b.action.is_none() && b.rest.is_empty() {
+            return false;
+        }
+        let old_child = std::mem::replace(&mut b.child_sid, new_sid("CA"));
+        let duration = b.answered_at.take().map_or(0, |t| now.duration_since(t).as_secs());
+        b.callees.clear();
+        b.answered = None;
+        b.pushed.clear();
+        b.connecting = 0;
+        b.reoffer_from = None;
+        b.ring_deadline = now + Duration::from_secs(24 * 3600);
+        let (action, rest) = (b.action.take(), std::mem::take(&mut b.rest));
+        let form = vec![
+            ("CallSid".to_owned(), sid.to_owned()),
+            ("AccountSid".to_owned(), account),
+            ("From".to_owned(), b.caller_party.clone()),
+            ("To".to_owned(), b.to.clone()),
+            ("Direction".to_owned(), "inbound".to_owned()),
+            ("DialCallStatus".to_owned(), dial_status.to_owned()),
+            ("DialCallSid".to_owned(), old_child.clone()),
+            ("DialCallDuration".to_owned(), duration.to_string()),
+        ];
+        let status = if dial_status == "completed" { "completed" } else { dial_status };
+        if let Err(e) = self.store.ended(&old_child, status, cause, now_ms()).await {
+            tracing::error!(error = %e, "cannot record the end of the dialed leg");
+        }
+        let (inbox, sid) = (self.cfg.inbox.clone(), sid.to_owned());
+        match action {
+            Some(url) => {
+                tracing::info!(call_sid = %sid, %url, dial_status, "dial ended; fetching its action");
+                tokio::spawn(async move {
+                    let r = twiml::post_form(&url, &form).await;
+                    let _ = inbox.send(HubMsg::Routed(sid, r));
+                });
+            }
+            None => {
+                let _ = inbox.send(HubMsg::Resume(sid, rest));
+            }
+        }
+        true
+    }
+
+    /// An action URL: absolute, or relative to the application's voice URL.
+    fn resolve_action(&self, sid: &str, action: &str) -> Result<String, VoiceError> {
+        if action.starts_with("http://") {
+            return Ok(action.to_owned());
+        }
+        let base = self.bridges.get(sid).and_then(|b| b.voice_url.clone()).ok_or_else(|| {
+            VoiceError::new(
+                ErrorCode::MalformedRequest,
+                format!("bad TwiML: <Dial action={action:?}> needs an http:// URL (no voice URL to resolve it against)"),
+            )
+        })?;
+        let rest = base.strip_prefix("http://").unwrap_or(&base);
+        let authority = rest.split('/').next().unwrap_or("");
+        Ok(if action.starts_with('/') {
+            format!("http://{authority}{action}")
+        } else {
+            let dir = base.rsplit_once('/').map_or(base.as_str(), |(d, _)| d);
+            let dir =
+                if dir.len() <= "http:/".len() { format!("http://{authority}") } else { dir.to_owned() };
+            format!("{dir}/{action}")
+        })
+    }
+
     /// Fails an unanswered call: the caller gets `status`, every device a CANCEL.
     async fn fail_bridge(
         &mut self,
@@ -1043,10 +1445,15 @@ impl Hub {
         let Some(b) = self.bridges.get(sid) else { return };
         let (f, c) = (b.caller.flow, b.caller.call);
         self.legs.remove(&(f, c));
+        let caller_answered = b.caller_answered;
         let headers: Vec<(&str, String)> =
             e.map(|e| (wire::ERROR_HEADER, wire::error_header(e))).into_iter().collect();
         if let Some(ua) = self.ua(f) {
-            ua.reject_with_headers(c, status, Some(reason), &headers, now);
+            if caller_answered {
+                ua.hangup(c, now);
+            } else {
+                ua.reject_with_headers(c, status, Some(reason), &headers, now);
+            }
         }
         let cause =
             e.map_or_else(|| format!("SIP {status} {reason}"), |e| format!("{} {}", e.code(), e.message()));
@@ -1056,6 +1463,14 @@ impl Hub {
     /// Ends an answered (or failing) call from one side: the other side hears BYE.
     async fn end_bridge(&mut self, sid: &str, from: Option<Role>, e: Option<&VoiceError>, outcome: &str) {
         let now = Instant::now();
+        let Some(b) = self.bridges.get(sid) else { return };
+        if from == Some(Role::Callee) && b.answered.is_some() {
+            let cause =
+                e.map_or_else(|| "hangup-by-callee".to_owned(), |e| format!("{} {}", e.code(), e.message()));
+            if self.continue_after_dial(sid, "completed", &cause).await {
+                return;
+            }
+        }
         let Some(b) = self.bridges.get(sid) else { return };
         let answered = b.answered.and_then(|i| b.callees.get(i)).map(|l| (l.flow, l.call));
         let caller = (b.caller.flow, b.caller.call);
@@ -1276,6 +1691,58 @@ async fn deliver_to_subscriptions(
             tracing::warn!(subscription = %sub.sid, error = %e, "a message callback failed");
         }
     }
+}
+
+/// How a request without a token fares.
+enum TrunkAuth {
+    /// It is this trunk's.
+    Trunk(String),
+    /// Ask for digest credentials (none given, or a stale nonce).
+    Challenge,
+    /// Not authorized.
+    Refused,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Opens a flow toward a SIP target: the server's own UDP socket for UDP (so the
+/// peer sees the server's address), a new TCP or TLS connection otherwise.
+async fn connect_outbound(
+    target: &OutTarget,
+    udp: Option<crate::listen::Udp>,
+    hub: mpsc::UnboundedSender<HubMsg>,
+) -> Result<FlowId, VoiceError> {
+    use dialtone_core::parts::{SignalingTransport as _, TlsSettings, TransportTarget};
+    use dialtone_transport_tcp::{parse_target, TcpTransport, Wire};
+    let url = target.uri.to_string();
+    let (wire, host, port) = parse_target(&url)?;
+    let unreachable = |m: String| VoiceError::new(ErrorCode::ConnectionError, m);
+    if wire == Wire::Udp {
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| unreachable(format!("{host}: {e}")))?
+            .next()
+            .ok_or_else(|| unreachable(format!("{host}: no address")))?;
+        let udp = udp.ok_or_else(|| unreachable("no UDP listener".into()))?;
+        return udp.flow_for(addr).ok_or_else(|| unreachable("the server is stopping".into()));
+    }
+    let mut tls = TlsSettings::default();
+    if let Some(ca) = &target.tls_ca_file {
+        tls = tls.with_ca_file(ca);
+    }
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpTransport::default().connect(&TransportTarget::new(url.clone()).with_tls(tls)),
+    )
+    .await
+    .map_err(|_| unreachable(format!("{url}: no connection within 10 s")))?
+    .map_err(|e| unreachable(format!("{url}: {}", e.message())))?;
+    let addr = |s: &str| s.parse::<SocketAddr>().map_err(|_| unreachable(format!("bad address {s}")));
+    let (local, remote) = (addr(&conn.info.local_addr)?, addr(&conn.info.remote_addr)?);
+    crate::listen::attach(conn, hub, local, remote)
+        .ok_or_else(|| unreachable("the server is stopping".into()))
 }
 
 async fn sleep_until(at: Option<Instant>) {

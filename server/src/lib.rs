@@ -122,6 +122,39 @@ impl Drop for Server {
     }
 }
 
+/// The configured trunks, parsed.
+fn trunks(config: &ServerConfig) -> Result<Vec<hub::Trunk>, ServerError> {
+    config
+        .trunks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let bad = |what: String| ServerError::Config(format!("trunks[{i}]: {what}"));
+            let uri = t
+                .uri
+                .as_deref()
+                .map(|u| {
+                    dialtone_transport_tcp::parse_target(u).map_err(|e| bad(e.message().to_owned()))?;
+                    dialtone_sip::header::Uri::parse(u).map_err(|e| bad(format!("uri {u:?}: {e}")))
+                })
+                .transpose()?;
+            let networks = t
+                .networks
+                .iter()
+                .map(|n| hub::parse_network(n).ok_or_else(|| bad(format!("{n:?} is not an address range"))))
+                .collect::<Result<_, _>>()?;
+            Ok(hub::Trunk {
+                name: if t.name.is_empty() { format!("trunk{i}") } else { t.name.clone() },
+                uri,
+                networks,
+                credentials: t.username.clone().zip(t.password.clone()),
+                outbound_credentials: t.outbound_username.clone().zip(t.outbound_password.clone()),
+                tls_ca_file: t.tls_ca_file.clone(),
+            })
+        })
+        .collect()
+}
+
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|e| ServerError::Bind { what, addr, reason: e.to_string() })
 }
@@ -241,8 +274,11 @@ impl Server {
         };
         let max = 64 * 1024;
         let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+        let udp = listen::Udp::new(udp, hub_tx.clone()).map_err(|e| ServerError::Io(e.to_string()))?;
         let hub_cfg = hub::HubConfig {
             applications: config.applications.clone(),
+            trunks: trunks(config)?,
+            udp: Some(udp.clone()),
             inbox: hub_tx.clone(),
             account: account.clone(),
             domain: ip.to_string(),
@@ -255,7 +291,7 @@ impl Server {
         tasks.push(listen::serve_stream(tls, Some(acceptor.clone()), hub_tx.clone(), max));
         tasks.push(listen::serve_ws(ws, None, hub_tx.clone(), max));
         tasks.push(listen::serve_ws(wss, Some(acceptor), hub_tx.clone(), max));
-        tasks.push(listen::serve_udp(udp, hub_tx.clone(), max));
+        tasks.push(udp.serve(max));
         let api = http::router(http::Api { account: account.clone(), store, hub: hub_tx });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_l, api).await {

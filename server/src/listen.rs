@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dialtone_core::parts::SignalingConnection;
 use dialtone_transport_tcp::stream_connection;
@@ -30,13 +30,13 @@ pub(crate) fn attach(
     hub: mpsc::UnboundedSender<HubMsg>,
     local: SocketAddr,
     remote: SocketAddr,
-) {
+) -> Option<FlowId> {
     let id = next_flow();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
     let transport = conn.info.via_transport.clone();
     let reliable = conn.info.reliable;
     if hub.send(HubMsg::Open { id, transport, local, remote, reliable, out: out_tx }).is_err() {
-        return;
+        return None;
     }
     let mut sender = conn.sender;
     let mut receiver = conn.receiver;
@@ -61,6 +61,7 @@ pub(crate) fn attach(
         }
         let _ = hub.send(HubMsg::Closed(id));
     });
+    Some(id)
 }
 
 /// SIP over TCP, or over TLS when an acceptor is given.
@@ -82,10 +83,14 @@ pub(crate) fn serve_stream(
             tokio::spawn(async move {
                 match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => attach(stream_connection(s, "TLS", local, remote, max), hub, local, remote),
+                        Ok(s) => {
+                            attach(stream_connection(s, "TLS", local, remote, max), hub, local, remote);
+                        }
                         Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                     },
-                    None => attach(stream_connection(stream, "TCP", local, remote, max), hub, local, remote),
+                    None => {
+                        attach(stream_connection(stream, "TCP", local, remote, max), hub, local, remote);
+                    }
                 }
             });
         }
@@ -146,7 +151,9 @@ pub(crate) fn serve_ws(
                         )
                         .await
                         {
-                            Ok(ws) => attach(ws_connection(ws, "WSS", local, remote), hub, local, remote),
+                            Ok(ws) => {
+                                attach(ws_connection(ws, "WSS", local, remote), hub, local, remote);
+                            }
                             Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
                         }
                     }
@@ -157,7 +164,9 @@ pub(crate) fn serve_ws(
                     )
                     .await
                     {
-                        Ok(ws) => attach(ws_connection(ws, "WS", local, remote), hub, local, remote),
+                        Ok(ws) => {
+                            attach(ws_connection(ws, "WS", local, remote), hub, local, remote);
+                        }
                         Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
                     },
                 }
@@ -166,52 +175,65 @@ pub(crate) fn serve_ws(
     })
 }
 
-/// SIP over UDP: one socket, one flow per peer address.
-pub(crate) fn serve_udp(
-    socket: UdpSocket,
+/// The server's UDP socket and its peers, shared by the listener (flows for peers
+/// that send first) and the hub (flows toward trunks it calls out to).
+#[derive(Clone)]
+pub(crate) struct Udp {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    peers: Arc<Mutex<HashMap<SocketAddr, FlowId>>>,
     hub: mpsc::UnboundedSender<HubMsg>,
-    max: usize,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let socket = Arc::new(socket);
-        let Ok(local) = socket.local_addr() else { return };
-        let mut peers: HashMap<SocketAddr, FlowId> = HashMap::new();
-        let mut buf = vec![0u8; max.max(1500) + 1];
-        loop {
-            let (n, from) = match socket.recv_from(&mut buf).await {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Err(_) => return,
-            };
-            let id = match peers.get(&from) {
-                Some(id) => *id,
-                None => {
-                    let id = next_flow();
-                    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-                    let sock = socket.clone();
-                    tokio::spawn(async move {
-                        while let Some(Out::Bytes(b)) = out_rx.recv().await {
-                            let _ = sock.send_to(&b, from).await;
-                        }
-                    });
-                    let open = HubMsg::Open {
-                        id,
-                        transport: "UDP".into(),
-                        local,
-                        remote: from,
-                        reliable: false,
-                        out: out_tx,
-                    };
-                    if hub.send(open).is_err() {
-                        return;
-                    }
-                    peers.insert(from, id);
-                    id
-                }
-            };
-            if hub.send(HubMsg::Data(id, buf[..n].to_vec())).is_err() {
-                return;
-            }
+}
+
+impl Udp {
+    pub(crate) fn new(socket: UdpSocket, hub: mpsc::UnboundedSender<HubMsg>) -> std::io::Result<Udp> {
+        let local = socket.local_addr()?;
+        Ok(Udp { socket: Arc::new(socket), local, peers: Arc::default(), hub })
+    }
+
+    /// The flow for a peer address, opened (and announced to the hub) on first use.
+    /// The hub hears `Open` before anything sent after this returns.
+    pub(crate) fn flow_for(&self, peer: SocketAddr) -> Option<FlowId> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = peers.get(&peer) {
+            return Some(*id);
         }
-    })
+        let id = next_flow();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let sock = self.socket.clone();
+        tokio::spawn(async move {
+            while let Some(Out::Bytes(b)) = out_rx.recv().await {
+                let _ = sock.send_to(&b, peer).await;
+            }
+        });
+        let open = HubMsg::Open {
+            id,
+            transport: "UDP".into(),
+            local: self.local,
+            remote: peer,
+            reliable: false,
+            out: out_tx,
+        };
+        self.hub.send(open).ok()?;
+        peers.insert(peer, id);
+        Some(id)
+    }
+
+    /// SIP over UDP: one socket, one flow per peer address.
+    pub(crate) fn serve(self, max: usize) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; max.max(1500) + 1];
+            loop {
+                let (n, from) = match self.socket.recv_from(&mut buf).await {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(_) => return,
+                };
+                let Some(id) = self.flow_for(from) else { return };
+                if self.hub.send(HubMsg::Data(id, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        })
+    }
 }

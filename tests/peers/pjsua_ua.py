@@ -5,8 +5,12 @@ either calls TARGET (mode `call`) or answers the first incoming call (mode `answ
 It plays PLAY (a WAV file) into the call with PCMU and SDES-SRTP (mandatory), records
 what it hears into RECORD, and hangs up HOLD seconds after media is active (mode
 `call`) or waits for the other side to hang up (mode `answer`). One line per event
-on stdout: `registered`, `incoming <From>`, `confirmed`, `media-active`,
-`disconnected <code>`, `timeout`.
+on stdout: `listening <host:port>`, `registered`, `incoming <From>`, `confirmed`,
+`media-active`, `disconnected <code>`, `timeout`.
+
+REGISTRAR `direct:host:port` skips registration and sends requests through that
+address (a trunk); `direct:-` has no server at all (a peer a trunk calls). With
+PJ_AUTH_USER and PJ_AUTH_PASS set, pjsua answers digest challenges with them.
 
 usage: pjsua_ua.py MODE TRANSPORT REGISTRAR USER TARGET PLAY RECORD HOLD TIMEOUT
   MODE       call | answer
@@ -98,7 +102,8 @@ if transport == "tls":
     tcfg.tlsConfig.certFile = os.environ.get("PJ_TLS_CERT", "")
     tcfg.tlsConfig.privKeyFile = os.environ.get("PJ_TLS_KEY", "")
 kind = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}[transport]
-ep.transportCreate(kind, tcfg)
+tid = ep.transportCreate(kind, tcfg)
+say(f"listening {ep.transportGetInfo(tid).localName}")
 ep.libStart()
 ep.audDevManager().setNullDev()
 for c in ep.codecEnum2():
@@ -113,7 +118,12 @@ if direct:
     registrar = registrar[len("direct:"):]
 else:
     acfg.regConfig.registrarUri = f"sip:{registrar}{param}"
-acfg.sipConfig.proxies.append(f"sip:{registrar}{param};lr")
+if registrar != "-":
+    acfg.sipConfig.proxies.append(f"sip:{registrar}{param};lr")
+if os.environ.get("PJ_AUTH_USER"):
+    acfg.sipConfig.authCreds.append(
+        pj.AuthCredInfo("digest", "*", os.environ["PJ_AUTH_USER"], 0, os.environ.get("PJ_AUTH_PASS", ""))
+    )
 acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
 acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
 acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY

@@ -639,7 +639,22 @@ impl Pjsua {
         target: &str,
         cert_and_key: Option<(PathBuf, PathBuf)>,
     ) -> Pjsua {
-        let record = scratch.0.join(format!("pjsua-{mode}-{wire}.wav"));
+        Pjsua::start_with(scratch, mode, wire, registrar, target, cert_and_key, &[])
+    }
+
+    /// As [`Pjsua::start`], with extra environment (`PJ_AUTH_USER`/`PJ_AUTH_PASS`:
+    /// digest credentials; `PJ_RECORD_TAG`: a suffix for the recording's name).
+    pub fn start_with(
+        scratch: &Scratch,
+        mode: &str,
+        wire: &str,
+        registrar: &str,
+        target: &str,
+        cert_and_key: Option<(PathBuf, PathBuf)>,
+        env: &[(&str, &str)],
+    ) -> Pjsua {
+        let tag = env.iter().find(|(k, _)| *k == "PJ_RECORD_TAG").map_or("", |(_, v)| *v);
+        let record = scratch.0.join(format!("pjsua-{mode}-{wire}{tag}.wav"));
         let play = dialtone_tests::shared_audio_dir().join("speech-8k.wav");
         let (cert, key) = cert_and_key.unwrap_or_default();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pjsua_ua.py");
@@ -651,6 +666,7 @@ impl Pjsua {
             .args(["3", "40"])
             .env("PJ_TLS_CERT", cert)
             .env("PJ_TLS_KEY", key)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -698,16 +714,34 @@ impl Pjsua {
 
 /// A tiny HTTP server: answers every POST with `answer` (XML) and reports each body.
 pub async fn http_sink(answer: &'static str) -> (String, mpsc::UnboundedReceiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let (base, mut posts) = http_routes(vec![("", answer)]).await;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        while let Some((_, body)) = posts.recv().await {
+            let _ = tx.send(body);
+        }
+    });
+    (format!("{base}/hook"), rx)
+}
+
+/// A tiny HTTP application: answers a POST to a path with the answer of the first
+/// route whose path it is (`""` matches any), and reports each (path, body). Returns
+/// `http://host:port`.
+pub async fn http_routes(
+    routes: Vec<(&'static str, &'static str)>,
+) -> (String, mpsc::UnboundedReceiver<(String, String)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
+            let (tx, routes) = (tx.clone(), routes.clone());
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 let mut buf = vec![0u8; 8192];
+                let mut path = String::new();
                 loop {
                     let n = s.read(&mut buf).await.unwrap_or(0);
                     if n == 0 {
@@ -722,11 +756,13 @@ pub async fn http_sink(answer: &'static str) -> (String, mpsc::UnboundedReceiver
                             .and_then(|v| v.trim().parse().ok())
                             .unwrap_or(0);
                         if body.len() >= len {
-                            let _ = tx.send(body.to_owned());
+                            path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                            let _ = tx.send((path.clone(), body.to_owned()));
                             break;
                         }
                     }
                 }
+                let answer = routes.iter().find(|(p, _)| p.is_empty() || *p == path).map_or("", |(_, a)| *a);
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                     answer.len()
@@ -735,7 +771,7 @@ pub async fn http_sink(answer: &'static str) -> (String, mpsc::UnboundedReceiver
             });
         }
     });
-    (url, rx)
+    (base, rx)
 }
 
 /// A server configuration for tests: every port 0 (free ones), the scratch directory as

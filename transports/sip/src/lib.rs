@@ -6,6 +6,8 @@
 //! - [`message`]: parsing and serializing messages (compact forms, folding, lists,
 //!   bodies by Content-Length), stream framing and RFC 5626 keepalives.
 //! - [`header`]: typed URIs, name-addrs and Vias.
+//! - [`digest`]: HTTP Digest (MD5, SHA-256, `qop=auth`): answering a challenge and
+//!   checking an answer, for trunks.
 //! - [`transaction`]: the four RFC 3261 §17 transaction machines and their timers.
 //! - [`ua`]: the user agent: registration with refresh, calls (INVITE, ACK, CANCEL,
 //!   BYE, re-INVITE), INFO and OPTIONS. Time and bytes in; transmits, events and
@@ -20,6 +22,7 @@
 //! time.
 
 pub mod agent;
+pub mod digest;
 pub mod header;
 pub mod message;
 pub mod transaction;

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::digest::Challenge;
 use crate::header::{NameAddr, Uri, Via};
 use crate::message::{bad_request_for, Message, Method, ParseError, StartLine, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::transaction::{ClientTx, ClientVerdict, ServerTx, Timers, TxTimerAction};
@@ -267,6 +268,8 @@ impl Call {
             reoffer_in: None,
             cancel_reason: None,
             response_headers: Vec::new(),
+            credentials: None,
+            auth_tried: false,
         }
     }
 
@@ -341,6 +344,10 @@ struct Call {
     cancel_reason: Option<String>,
     /// Headers every response to the incoming INVITE carries.
     response_headers: Vec<(String, String)>,
+    /// UAC: digest credentials (username, password) for a 401/407, and whether
+    /// they were already tried.
+    credentials: Option<(String, String)>,
+    auth_tried: bool,
 }
 
 /// The sans-IO user agent.
@@ -628,6 +635,47 @@ impl UserAgent {
         id
     }
 
+    /// Answers a digest challenge (401/407) to this call's INVITE with `username` and
+    /// `password`, once. Set it right after [`UserAgent::invite_from`].
+    pub fn set_call_credentials(&mut self, id: CallId, username: &str, password: &str) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.credentials = Some((username.to_owned(), password.to_owned()));
+        }
+    }
+
+    /// Re-sends a challenged INVITE with the answer (RFC 3261 §22.2); false when the
+    /// call has no credentials, already tried them, or the challenge is unreadable.
+    fn retry_with_credentials(&mut self, id: CallId, resp: &Message, now: Instant) -> bool {
+        let status = resp.status().unwrap_or(0);
+        let (challenge_header, answer_header) = match status {
+            401 => ("WWW-Authenticate", "Authorization"),
+            407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+            _ => return false,
+        };
+        let Some(call) = self.calls.get(&id) else { return false };
+        let (Some((user, pass)), false, Some(invite)) = (&call.credentials, call.auth_tried, &call.invite)
+        else {
+            return false;
+        };
+        let Some(challenge) = resp.headers.get_all(challenge_header).find_map(Challenge::parse) else {
+            return false;
+        };
+        let (user, pass, mut req) = (user.clone(), pass.clone(), invite.clone());
+        let cnonce = self.random_hex(16);
+        let uri = req.uri().to_owned();
+        let seq = req.cseq().map_or(1, |c| c.0) + 1;
+        let via = self.via();
+        req.headers.remove("Via");
+        req.headers.push_front("Via", via);
+        req.headers.set("CSeq", format!("{seq} INVITE"));
+        req.headers.set(answer_header, challenge.answer(&user, &pass, "INVITE", &uri, &cnonce));
+        let Some(call) = self.calls.get_mut(&id) else { return false };
+        call.auth_tried = true;
+        call.invite = Some(req.clone());
+        self.start_client(req, Purpose::Invite(id), now);
+        true
+    }
+
     fn on_invite_response(&mut self, id: CallId, resp: &Message, now: Instant) {
         let status = resp.status().unwrap_or(0);
         let Some(call) = self.calls.get_mut(&id) else { return };
@@ -670,6 +718,9 @@ impl UserAgent {
                 }
             }
             _ => {
+                if self.retry_with_credentials(id, resp, now) {
+                    return;
+                }
                 self.calls.remove(&id);
                 self.events.push_back(UaEvent::Failed { call: id, failure: Failure::from_response(resp) });
             }

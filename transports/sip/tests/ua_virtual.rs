@@ -413,3 +413,49 @@ fn a_reinvite_stands_for_a_lost_ack() {
     assert!(p.b_events.iter().any(|e| matches!(e, UaEvent::Reoffer { call: c, .. } if *c == b_call)));
     assert!(!p.b_sent.iter().any(|m| m.status() == Some(491)));
 }
+
+#[test]
+fn a_challenged_invite_is_answered_once_with_digest_credentials() {
+    use dialtone_sip::digest::{Algorithm, Answer, Challenge};
+    for (password, succeeds) in [("secret", true), ("wrong", false)] {
+        let mut p = Pair::new(false);
+        let from = dialtone_sip::header::NameAddr::parse("<sip:trunk@example.test>").unwrap();
+        let call = p.a.invite_from(from, b_uri(), SDP, &[], p.now);
+        p.a.set_call_credentials(call, "trunk", password);
+        p.pump();
+        // Bob challenges the first INVITE (SHA-256, qop=auth).
+        let first = incoming(&p.b_events);
+        let ch = Challenge {
+            realm: "example.test".into(),
+            nonce: "abc".into(),
+            opaque: None,
+            algorithm: Algorithm::Sha256,
+            qop_auth: true,
+        };
+        p.b.reject_with_headers(first, 401, None, &[("WWW-Authenticate", ch.to_header())], p.now);
+        p.b_events.clear();
+        p.run_for(Duration::from_millis(100));
+        let invites: Vec<&Message> = p.a_sent.iter().filter(|m| is_method(m, Method::Invite)).collect();
+        assert_eq!(invites.len(), 2, "one retry");
+        assert_eq!(invites[1].cseq().unwrap().0, invites[0].cseq().unwrap().0 + 1);
+        assert_ne!(invites[0].top_branch(), invites[1].top_branch(), "a new transaction");
+        assert_eq!(invites[0].header("Call-ID"), invites[1].header("Call-ID"));
+        let answer = Answer::parse(invites[1].header("Authorization").unwrap()).unwrap();
+        assert_eq!(answer.verify("secret", "INVITE"), succeeds);
+        let second = incoming(&p.b_events);
+        if succeeds {
+            p.b.answer(second, SDP, p.now);
+            p.run_for(Duration::from_secs(1));
+            assert!(p.a_events.iter().any(|e| matches!(e, UaEvent::Answered { call: c, .. } if *c == call)));
+        } else {
+            // A second challenge is not answered again: the call fails with it.
+            p.b.reject_with_headers(second, 401, None, &[("WWW-Authenticate", ch.to_header())], p.now);
+            p.run_for(Duration::from_secs(1));
+            let n = p.a_sent.iter().filter(|m| is_method(m, Method::Invite)).count();
+            assert_eq!(n, 2);
+            assert!(p.a_events.iter().any(
+                |e| matches!(e, UaEvent::Failed { call: c, failure } if *c == call && failure.status == 401)
+            ));
+        }
+    }
+}
