@@ -212,7 +212,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, VoiceError> {
         .map_err(|e| VoiceError::new(ErrorCode::UnknownError, format!("cannot start the runtime: {e}")))
 }
 
-fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
+/// What a client command builds: its parts, its token, and the HTTP insights sink
+/// (when configured) to flush before the process exits.
+type Setup = (ClientSetup, String, Option<Arc<HttpInsightsSink>>);
+
+fn setup(args: &ClientArgs) -> Result<Setup, VoiceError> {
     let cfg = crate::server_cmd::load_config(args.config.as_ref())?;
     let server = args.server.clone().unwrap_or_else(|| cfg.client.server.clone());
     let dev_ca = dialtone_server::accounts::data_dir(&cfg.server).join("dev-ca.pem");
@@ -224,7 +228,7 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
     };
     // Audio: files when given, else the configured backend's devices (cpal by default;
     // `--audio-backend synthetic` for a tone), falling back to silence.
-    let mut registry = dialtone_core::Registry::new();
+    let mut registry = dialtone_core::Registry::with_builtins();
     dialtone_audio_cpal::register(&mut registry)
         .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
     dialtone_audio_memory::register(&mut registry)
@@ -251,13 +255,16 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
         .map_err(|e| VoiceError::new(ErrorCode::NoSupportedCodec, format!("codecs: {e}")))?;
     // Insights: `sink = "http"` posts them to `url` (the server's
     // /v1/Insights/Events) with this client's token; other sinks come from the registry.
+    let mut http_sink = None;
     let insights: Option<Arc<dyn InsightsSink>> = if !cfg.insights.enabled {
         None
     } else if cfg.insights.sink == "http" {
         let url = cfg.insights.url.clone().ok_or_else(|| {
             VoiceError::new(ErrorCode::MalformedRequest, "insights.sink = \"http\" needs insights.url")
         })?;
-        Some(Arc::new(HttpInsightsSink::new(url, token.clone())))
+        let sink = Arc::new(HttpInsightsSink::new(url, token.clone()));
+        http_sink = Some(sink.clone());
+        Some(sink)
     } else {
         Some(
             registry
@@ -274,7 +281,16 @@ fn setup(args: &ClientArgs) -> Result<(ClientSetup, String), VoiceError> {
         codecs: Some(codecs),
         insights: Some(insights),
     };
-    Ok((setup, token))
+    Ok((setup, token, http_sink))
+}
+
+/// Posts the insights events still queued before the process exits.
+fn flush_insights(sink: Option<Arc<HttpInsightsSink>>) {
+    if let Some(s) = sink {
+        if !s.flush(Duration::from_secs(5)) {
+            eprintln!("dialtone: could not post every insights event within 5 s");
+        }
+    }
 }
 
 /// Emits `stats` once a second for every connected call in the list.
@@ -311,13 +327,13 @@ fn stats_ticker(out: Emitter, calls: Arc<Mutex<Vec<Call>>>) {
 pub(crate) fn listen(args: ClientArgs, mode: ListenMode, calls: Option<usize>) -> Result<(), VoiceError> {
     let rt = runtime()?;
     let _enter = rt.enter();
-    let (setup, token) = setup(&args)?;
+    let (setup, token, http_sink) = setup(&args)?;
     let out = Emitter { json: args.json };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let list: Arc<Mutex<Vec<Call>>> = Arc::default();
     let reporter = Arc::new(Reporter { out: out.clone(), done: done_tx, calls: list.clone(), mode });
     let (voice, _agent, _wavs) = stack::build(setup, Some(Arc::new(Listener(reporter))))?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         voice.register(&token, "").await?;
         out.emit("registered", json!({"identity": args.identity}));
         stats_ticker(out.clone(), list.clone());
@@ -340,7 +356,9 @@ pub(crate) fn listen(args: ClientArgs, mode: ListenMode, calls: Option<usize>) -
         let _ = voice.unregister(&token, "").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
-    })
+    });
+    flush_insights(http_sink);
+    result
 }
 
 /// `dialtone call`: places one call and exits when it ends (0 for a normal end).
@@ -355,7 +373,7 @@ pub(crate) struct CallArgs {
 pub(crate) fn call(args: ClientArgs, c: CallArgs) -> Result<(), VoiceError> {
     let rt = runtime()?;
     let _enter = rt.enter();
-    let (setup, token) = setup(&args)?;
+    let (setup, token, http_sink) = setup(&args)?;
     let out = Emitter { json: args.json };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let list: Arc<Mutex<Vec<Call>>> = Arc::default();
@@ -369,7 +387,7 @@ pub(crate) fn call(args: ClientArgs, c: CallArgs) -> Result<(), VoiceError> {
     }
     let call = voice.connect(b.build(), reporter.clone());
     list.lock().unwrap_or_else(|p| p.into_inner()).push(call.clone());
-    rt.block_on(async {
+    let result = rt.block_on(async {
         stats_ticker(out.clone(), list.clone());
         // Wait for the call to connect (or end).
         let connected = async {
@@ -397,7 +415,9 @@ pub(crate) fn call(args: ClientArgs, c: CallArgs) -> Result<(), VoiceError> {
         let o = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await.ok().flatten();
         tokio::time::sleep(Duration::from_millis(200)).await;
         finish(o)
-    })
+    });
+    flush_insights(http_sink);
+    result
 }
 
 fn finish(o: Option<Outcome>) -> Result<(), VoiceError> {

@@ -53,6 +53,22 @@ fn rms(path: &Path) -> f64 {
     (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
 }
 
+/// GET on the server's REST API with the account's credentials (blocking).
+fn get_json(base: &str, path: &str, account: &dialtone_server::Account) -> Value {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", account.account_sid, account.auth_token));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(&body[body.find('{').unwrap()..=body.rfind('}').unwrap()]).unwrap()
+}
+
 fn events(lines: &[String]) -> Vec<Value> {
     lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
 }
@@ -87,6 +103,12 @@ fn server_listen_and_call_as_separate_processes() {
         std::iter::from_fn(|| server_out.recv_timeout(Duration::from_millis(500)).ok()).collect();
     assert!(banner.iter().any(|l| l.contains("CA file") && l.contains("dev-ca.pem")), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains("dialtone token --identity")), "{banner:?}");
+    let http = banner
+        .iter()
+        .find(|l| l.contains("HTTP API"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_owned();
 
     // A token minted by the command verifies with the server's key (it registers below).
     let t = bin()
@@ -124,6 +146,9 @@ fn server_listen_and_call_as_separate_processes() {
         .arg("--record")
         .arg(&alice_wav)
         .env("DIALTONE_HOME", &home)
+        // The caller posts its insights events to the server (the environment layer).
+        .env("DIALTONE_INSIGHTS__SINK", "http")
+        .env("DIALTONE_INSIGHTS__URL", format!("{http}/v1/Insights/Events"))
         .output()
         .unwrap();
     let call_stdout = String::from_utf8_lossy(&call.stdout).to_string();
@@ -157,6 +182,19 @@ fn server_listen_and_call_as_separate_processes() {
     assert!(bob.iter().any(|e| e["event"] == "message_received" && e["content"] == r#"{"hi":"bob"}"#));
     assert!(bob.iter().any(|e| e["event"] == "disconnected" && e["error"].is_null()));
     assert!(rms(&alice_wav) > 300.0 && rms(&bob_wav) > 300.0, "both recordings hold speech");
+
+    // The caller's insights events reached the server's store before it exited.
+    let account = dialtone_server::accounts::read_dev_account(&home).unwrap();
+    let stored = get_json(&http, "/v1/Insights/Events?Identity=alice", &account);
+    let names: Vec<String> = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}/{}", e["group"].as_str().unwrap(), e["name"].as_str().unwrap()))
+        .collect();
+    for want in ["connection/outgoing", "connection/connected", "connection/disconnect-called"] {
+        assert!(names.contains(&want.to_owned()), "stored insights {names:?} lack {want}");
+    }
 
     // A failure exits non-zero with one line naming the catalogue code.
     let fail = bin()

@@ -14,13 +14,14 @@
 //! - the REST API (`http.rs`, axum).
 //!
 //! Built: listeners, accounts and tokens, the registrar, TwiML applications (a voice
-//! URL or a document: `<Dial>` with `<Client>`, `<Reject>`, `<Hangup>`, `<Pause>`) and
-//! the development routing (`client:NAME`, or a trunk's request-URI user), parallel
-//! ringing, CANCEL/BYE/reject/ring-timeout propagation, calls that keep their legs
-//! while a client reconnects, push ([`push`]) with bridge tokens, call messages checked
-//! and relayed, call records and push bindings over REST. Not yet: `<Sip>` and
-//! `<Number>` through trunks, digest credentials for trunks, the REST message API and
-//! subscriptions, stored insights events.
+//! URL or a document: `<Dial>` with `<Client>`, `<Number>`, `<Sip>` and `action`;
+//! `<Reject>`, `<Hangup>`, `<Pause>`) and the development routing (`client:NAME`, or a
+//! trunk's request-URI user), trunks (source ranges, digest credentials in and out),
+//! parallel ringing, CANCEL/BYE/reject/ring-timeout propagation, calls that keep their
+//! legs while a client reconnects, push ([`push`]) with bridge tokens, call messages
+//! checked, relayed, sent over REST and delivered to subscription callbacks, and call
+//! records, push bindings, subscriptions and SDK insights events over REST.
+//! `docs/server.md` is the reference.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

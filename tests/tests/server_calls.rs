@@ -11,7 +11,7 @@ mod sipkit;
 
 use std::sync::Arc;
 
-use dialtone_core::config::{ApplicationConfig, ServerConfig};
+use dialtone_core::config::ApplicationConfig;
 use dialtone_core::{CallMessage, CallState};
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
@@ -22,16 +22,8 @@ async fn server(scratch: &Scratch) -> Server {
 }
 
 async fn server_with(scratch: &Scratch, apps: Vec<ApplicationConfig>) -> Server {
-    let mut cfg = ServerConfig::default();
+    let mut cfg = sipkit::server_config(scratch);
     cfg.applications = apps;
-    cfg.sip_udp_port = 0;
-    cfg.sip_tcp_port = 0;
-    cfg.sip_tls_port = 0;
-    cfg.ws_port = 0;
-    cfg.wss_port = 0;
-    cfg.http_port = 0;
-    cfg.data_dir = Some(scratch.0.clone());
-    cfg.database_url = Some("sqlite::memory:".into());
     Server::start(&cfg).await.unwrap()
 }
 
@@ -44,25 +36,15 @@ fn client(server: &Server, identity: &str) -> Client {
 
 /// GET on the REST API with the account's credentials (or others).
 async fn get(server: &Server, path: &str, auth: Option<(&str, &str)>) -> (u16, serde_json::Value) {
-    use base64::Engine as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addresses().http).await.unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    if let Some((u, p)) = auth {
-        req.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-        ));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").unwrap().1;
-    // A chunked body: take the JSON between the first { and the last }.
-    let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
-    (status, serde_json::from_str(json).unwrap())
+    let auth = auth.map_or(sipkit::Auth::None, |(u, p)| sipkit::Auth::Basic(u, p));
+    sipkit::rest(server.addresses().http, "GET", path, auth, "", "").await
+}
+
+/// POSTs a body to the REST API with the account's credentials.
+async fn post(server: &Server, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+    let a = server.account();
+    let auth = sipkit::Auth::Basic(&a.account_sid, &a.auth_token);
+    sipkit::rest(server.addresses().http, "POST", path, auth, content_type, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,12 +315,10 @@ async fn a_call_keeps_its_legs_while_the_client_reconnects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_loses_no_call_records_or_bindings() {
+async fn a_restart_loses_no_call_records_bindings_subscriptions_or_insights() {
     let scratch = Scratch::new("server-restart");
-    let mut cfg = ServerConfig::default();
-    (cfg.sip_udp_port, cfg.sip_tcp_port, cfg.sip_tls_port, cfg.ws_port, cfg.wss_port, cfg.http_port) =
-        (0, 0, 0, 0, 0, 0);
-    cfg.data_dir = Some(scratch.0.clone());
+    let mut cfg = sipkit::server_config(&scratch);
+    cfg.database_url = None;
     // The default store: a SQLite file in the data directory.
     let srv = Server::start(&cfg).await.unwrap();
     let acct = srv.account().clone();
@@ -352,7 +332,23 @@ async fn a_restart_loses_no_call_records_or_bindings() {
     bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
     let sid = call.sid().unwrap();
     let binding = r#"{"identity":"carol","binding_type":"fcm","address":"carol-1","gateway_url":"http://127.0.0.1:9/push"}"#;
-    assert_eq!(post(&srv, "/v1/Bindings", binding).await, 201);
+    assert_eq!(post(&srv, "/v1/Bindings", "application/json", binding).await.0, 201);
+    let subs =
+        format!("/2010-04-01/Accounts/{}/Calls/{sid}/UserDefinedMessageSubscriptions.json", acct.account_sid);
+    let (status, sub) = post(&srv, &subs, sipkit::FORM, "Callback=http%3A%2F%2F127.0.0.1%3A9%2Fm").await;
+    assert_eq!(status, 201, "{sub}");
+    let event = r#"[{"group":"feedback","name":"received","level":"info","call_sid":"CAx","timestamp_ms":1,"payload":{"score":5}}]"#;
+    let token = srv.mint_token("alice", 600).unwrap();
+    let (status, _) = sipkit::rest(
+        srv.addresses().http,
+        "POST",
+        "/v1/Insights/Events",
+        sipkit::Auth::Token(&token),
+        "application/json",
+        event,
+    )
+    .await;
+    assert_eq!(status, 201);
     drop((alice, bob));
     drop(srv);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -368,22 +364,9 @@ async fn a_restart_loses_no_call_records_or_bindings() {
     let (status, body) = get(&srv, "/v1/Bindings?Identity=carol", auth).await;
     assert_eq!(status, 200);
     assert_eq!(body["bindings"][0]["address"], "carol-1");
-}
-
-/// POSTs JSON to the REST API with the account's credentials; the status.
-async fn post(server: &Server, path: &str, body: &str) -> u16 {
-    use base64::Engine as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let a = server.account();
-    let auth =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.account_sid, a.auth_token));
-    let mut s = tokio::net::TcpStream::connect(server.addresses().http).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    resp[9..12].parse().unwrap()
+    let (_, body) = get(&srv, &subs, auth).await;
+    assert_eq!(body["user_defined_message_subscriptions"][0]["sid"], sub["sid"]);
+    let (_, body) = get(&srv, "/v1/Insights/Events?CallSid=CAx", auth).await;
+    assert_eq!(body["events"][0]["payload"], r#"{"score":5}"#);
+    assert_eq!(body["events"][0]["identity"], "alice");
 }

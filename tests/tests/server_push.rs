@@ -11,12 +11,10 @@ mod sipkit;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_core::config::ServerConfig;
 use dialtone_core::CallState;
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
 use sipkit::{rms, Client, Heard, Scratch};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// A push gateway: reports each JSON body POSTed to it.
@@ -32,22 +30,9 @@ async fn gateway() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
 }
 
 async fn post_binding(srv: &Server, body: &str) -> (u16, serde_json::Value) {
-    use base64::Engine as _;
     let a = srv.account();
-    let auth =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.account_sid, a.auth_token));
-    let mut s = tokio::net::TcpStream::connect(srv.addresses().http).await.unwrap();
-    let req = format!(
-        "POST /v1/Bindings HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let b = resp.split_once("\r\n\r\n").unwrap().1;
-    let json = &b[b.find('{').unwrap()..=b.rfind('}').unwrap()];
-    (status, serde_json::from_str(json).unwrap())
+    let auth = sipkit::Auth::Basic(&a.account_sid, &a.auth_token);
+    sipkit::rest(srv.addresses().http, "POST", "/v1/Bindings", auth, "application/json", body).await
 }
 
 async fn next_push(rx: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> serde_json::Value {
@@ -57,12 +42,7 @@ async fn next_push(rx: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> serde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_wakes_an_unregistered_identity_which_joins_with_the_bridge_token() {
     let scratch = Scratch::new("server-push");
-    let mut cfg = ServerConfig::default();
-    (cfg.sip_udp_port, cfg.sip_tcp_port, cfg.sip_tls_port, cfg.ws_port, cfg.wss_port, cfg.http_port) =
-        (0, 0, 0, 0, 0, 0);
-    cfg.data_dir = Some(scratch.0.clone());
-    cfg.database_url = Some("sqlite::memory:".into());
-    let srv = Server::start(&cfg).await.unwrap();
+    let srv = Server::start(&sipkit::server_config(&scratch)).await.unwrap();
     let (url, mut pushes) = gateway().await;
     let client = |name: &str| {
         let mut c =
