@@ -261,10 +261,10 @@ async fn send_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
-        return *r;
-    }
-    let f = match form(&body) {
+    let f = match authorized(&api, &headers)
+        .and_then(|()| account_matches(&api, &account))
+        .and_then(|()| form(&body))
+    {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -303,10 +303,10 @@ async fn add_subscription(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&api, &headers).and_then(|()| account_matches(&api, &account)) {
-        return *r;
-    }
-    let f = match form(&body) {
+    let f = match authorized(&api, &headers)
+        .and_then(|()| account_matches(&api, &account))
+        .and_then(|()| form(&body))
+    {
         Ok(f) => f,
         Err(r) => return *r,
     };

@@ -756,7 +756,7 @@ impl Hub {
         let Some(answer) = request.headers.get_all("Authorization").find_map(Answer::parse) else {
             return TrunkAuth::Challenge;
         };
-        if !self.nonce_ok(&answer.nonce) {
+        if !nonce_ok(&self.cfg.account.api_key_secret, &answer.nonce, unix_secs()) {
             return TrunkAuth::Challenge;
         }
         if answer.realm != REALM || answer.uri.trim() != request.uri().trim() {
@@ -769,23 +769,6 @@ impl Hub {
             Some(t) => TrunkAuth::Trunk(t.name.clone()),
             None => TrunkAuth::Refused,
         }
-    }
-
-    /// A digest nonce for the second `secs`: the time and an HMAC over it, so that
-    /// the server keeps no state and a nonce cannot be forged.
-    fn nonce(&self, secs: u64) -> String {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.cfg.account.api_key_secret.as_bytes());
-        let tag = ring::hmac::sign(&key, format!("digest-nonce:{secs}").as_bytes());
-        let hex: String = tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{secs:x}.{hex}")
-    }
-
-    fn nonce_ok(&self, nonce: &str) -> bool {
-        let Some(secs) = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok()) else {
-            return false;
-        };
-        let now = unix_secs();
-        secs <= now + 5 && now.saturating_sub(secs) <= NONCE_SECS && self.nonce(secs) == nonce
     }
 
     /// Where a `<Number>` or `<Sip>` goes: a number through the first trunk with a
@@ -943,7 +926,7 @@ impl Hub {
                     let e = VoiceError::new(ErrorCode::AuthenticationFailed, "digest credentials required");
                     let challenge = Challenge {
                         realm: REALM.to_owned(),
-                        nonce: self.nonce(unix_secs()),
+                        nonce: nonce(&self.cfg.account.api_key_secret, unix_secs()),
                         opaque: None,
                         algorithm: Algorithm::Md5,
                         qop_auth: true,
@@ -1388,8 +1371,7 @@ impl Hub {
             ("DialCallSid".to_owned(), old_child.clone()),
             ("DialCallDuration".to_owned(), duration.to_string()),
         ];
-        let status = if dial_status == "completed" { "completed" } else { dial_status };
-        if let Err(e) = self.store.ended(&old_child, status, cause, now_ms()).await {
+        if let Err(e) = self.store.ended(&old_child, dial_status, cause, now_ms()).await {
             tracing::error!(error = %e, "cannot record the end of the dialed leg");
         }
         let (inbox, sid) = (self.cfg.inbox.clone(), sid.to_owned());
@@ -1703,6 +1685,27 @@ enum TrunkAuth {
     Refused,
 }
 
+/// A digest nonce for the second `secs`: the time and an HMAC over it, so that the
+/// server keeps no state and nobody without the key can make one.
+fn nonce(secret: &str, secs: u64) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("digest-nonce:{secs}").as_bytes());
+    let hex: String = tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{secs:x}.{hex}")
+}
+
+/// Whether `n` is a nonce of ours, at most `NONCE_SECS` old at `now`.
+fn nonce_ok(secret: &str, n: &str, now: u64) -> bool {
+    let Some(secs) = n.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok()) else {
+        return false;
+    };
+    let want = nonce(secret, secs);
+    // Constant time over the expected length.
+    let same =
+        want.len() == n.len() && want.bytes().zip(n.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    secs <= now + 5 && now.saturating_sub(secs) <= NONCE_SECS && same
+}
+
 fn unix_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -1765,5 +1768,16 @@ mod tests {
         assert!(in_network("::1".parse().unwrap(), parse_network("::1").unwrap()));
         assert!(!in_network("::1".parse().unwrap(), lo));
         assert!(parse_network("nonsense").is_none());
+    }
+
+    #[test]
+    fn nonces_are_ours_and_fresh() {
+        let n = nonce("k", 1_000);
+        assert!(nonce_ok("k", &n, 1_000) && nonce_ok("k", &n, 1_000 + NONCE_SECS));
+        assert!(!nonce_ok("k", &n, 1_001 + NONCE_SECS), "stale");
+        assert!(!nonce_ok("k", &n, 900), "from the future");
+        assert!(!nonce_ok("other key", &n, 1_000), "forged");
+        assert!(!nonce_ok("k", &n.replace('.', "x"), 1_000));
+        assert!(!nonce_ok("k", "", 1_000) && !nonce_ok("k", "ffffffffffffffffffff.00", 1_000));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use dialtone_core::parts::SignalingConnection;
 use dialtone_transport_tcp::stream_connection;
 use dialtone_transport_ws::ws_connection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -64,6 +65,41 @@ pub(crate) fn attach(
     Some(id)
 }
 
+/// A byte stream: a TCP connection, or TLS over one.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Accepts connections, completes the TLS handshake when an acceptor is given, and
+/// hands each stream to `serve` with whether it is secure, the local and the remote
+/// address, on a task of its own.
+fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Box<dyn Io>, bool, SocketAddr, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        let Ok(local) = listener.local_addr() else { return };
+        while let Ok((stream, remote)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let (tls, serve) = (tls.clone(), serve.clone());
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => serve(Box::new(s), true, local, remote).await,
+                        Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    },
+                    None => serve(Box::new(stream), false, local, remote).await,
+                }
+            });
+        }
+    })
+}
+
 /// SIP over TCP, or over TLS when an acceptor is given.
 pub(crate) fn serve_stream(
     listener: TcpListener,
@@ -71,29 +107,10 @@ pub(crate) fn serve_stream(
     hub: mpsc::UnboundedSender<HubMsg>,
     max: usize,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let local = match listener.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
-        while let Ok((stream, remote)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let hub = hub.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            attach(stream_connection(s, "TLS", local, remote, max), hub, local, remote);
-                        }
-                        Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    },
-                    None => {
-                        attach(stream_connection(stream, "TCP", local, remote, max), hub, local, remote);
-                    }
-                }
-            });
-        }
+    accept_loop(listener, tls, move |io, secure, local, remote| {
+        let via = if secure { "TLS" } else { "TCP" };
+        attach(stream_connection(io, via, local, remote, max), hub.clone(), local, remote);
+        std::future::ready(())
     })
 }
 
@@ -124,53 +141,23 @@ pub(crate) fn serve_ws(
     max: usize,
 ) -> tokio::task::JoinHandle<()> {
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-    tokio::spawn(async move {
-        let local = match listener.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
-        // Small buffers: a SIP connection is mostly idle, and the defaults (128 KiB
-        // each way) would cost an idle registration over 100 KiB (docs/benchmarks.md).
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-            .max_message_size(Some(max.saturating_mul(16)))
-            .max_frame_size(Some(max.saturating_mul(16)));
-        while let Ok((stream, remote)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let hub = hub.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some(acceptor) => {
-                        let Ok(s) = acceptor.accept(stream).await else { return };
-                        match tokio_tungstenite::accept_hdr_async_with_config(
-                            s,
-                            sip_subprotocol,
-                            Some(config),
-                        )
-                        .await
-                        {
-                            Ok(ws) => {
-                                attach(ws_connection(ws, "WSS", local, remote), hub, local, remote);
-                            }
-                            Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
-                        }
-                    }
-                    None => match tokio_tungstenite::accept_hdr_async_with_config(
-                        stream,
-                        sip_subprotocol,
-                        Some(config),
-                    )
-                    .await
-                    {
-                        Ok(ws) => {
-                            attach(ws_connection(ws, "WS", local, remote), hub, local, remote);
-                        }
-                        Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
-                    },
+    // Small buffers: a SIP connection is mostly idle, and the defaults (128 KiB each
+    // way) would cost an idle registration over 100 KiB (docs/benchmarks.md).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(max.saturating_mul(16)))
+        .max_frame_size(Some(max.saturating_mul(16)));
+    accept_loop(listener, tls, move |io, secure, local, remote| {
+        let hub = hub.clone();
+        async move {
+            match tokio_tungstenite::accept_hdr_async_with_config(io, sip_subprotocol, Some(config)).await {
+                Ok(ws) => {
+                    let via = if secure { "WSS" } else { "WS" };
+                    attach(ws_connection(ws, via, local, remote), hub, local, remote);
                 }
-            });
+                Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
+            }
         }
     })
 }

@@ -5,12 +5,12 @@
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 
 use crate::ServerError;
 
 /// One call leg.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct CallRecord {
     /// `CA` + 32 hex digits.
     pub sid: String,
@@ -19,8 +19,10 @@ pub struct CallRecord {
     /// The account.
     pub account_sid: String,
     /// The caller.
+    #[sqlx(rename = "from_party")]
     pub from: String,
     /// The callee.
+    #[sqlx(rename = "to_party")]
     pub to: String,
     /// `inbound` (to the server) or `outbound-dial`.
     pub direction: String,
@@ -39,7 +41,7 @@ pub struct CallRecord {
 }
 
 /// A push binding: where to reach an identity's device when it is not registered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Binding {
     /// `BS` + 32 hex digits.
     pub sid: String,
@@ -102,6 +104,55 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The tables, in portable SQL (TEXT and BIGINT only).
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS calls (
+        sid TEXT PRIMARY KEY,
+        parent_sid TEXT,
+        account_sid TEXT NOT NULL,
+        from_party TEXT NOT NULL,
+        to_party TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        status TEXT NOT NULL,
+        start_time BIGINT NOT NULL,
+        answer_time BIGINT,
+        end_time BIGINT,
+        duration BIGINT,
+        end_cause TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS bindings (
+        sid TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        binding_type TEXT NOT NULL,
+        address TEXT NOT NULL,
+        gateway_url TEXT NOT NULL,
+        created BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS subscriptions (
+        sid TEXT PRIMARY KEY,
+        account_sid TEXT NOT NULL,
+        call_sid TEXT NOT NULL,
+        callback TEXT NOT NULL,
+        created BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS insights_events (
+        sid TEXT PRIMARY KEY,
+        account_sid TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        call_sid TEXT,
+        event_group TEXT NOT NULL,
+        name TEXT NOT NULL,
+        level TEXT NOT NULL,
+        timestamp_ms BIGINT NOT NULL,
+        payload TEXT NOT NULL,
+        received BIGINT NOT NULL
+    )",
+];
+
+/// Every column of a call record.
+const CALL_COLUMNS: &str = "SELECT sid, parent_sid, account_sid, from_party, to_party, direction, status,
+    start_time, answer_time, end_time, duration, end_cause FROM calls";
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -124,67 +175,9 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(db)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS calls (
-                sid TEXT PRIMARY KEY,
-                parent_sid TEXT,
-                account_sid TEXT NOT NULL,
-                from_party TEXT NOT NULL,
-                to_party TEXT NOT NULL,
-                direction TEXT NOT NULL,
-                status TEXT NOT NULL,
-                start_time BIGINT NOT NULL,
-                answer_time BIGINT,
-                end_time BIGINT,
-                duration BIGINT,
-                end_cause TEXT
-            )",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS bindings (
-                sid TEXT PRIMARY KEY,
-                identity TEXT NOT NULL,
-                binding_type TEXT NOT NULL,
-                address TEXT NOT NULL,
-                gateway_url TEXT NOT NULL,
-                created BIGINT NOT NULL
-            )",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS subscriptions (
-                sid TEXT PRIMARY KEY,
-                account_sid TEXT NOT NULL,
-                call_sid TEXT NOT NULL,
-                callback TEXT NOT NULL,
-                created BIGINT NOT NULL
-            )",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS insights_events (
-                sid TEXT PRIMARY KEY,
-                account_sid TEXT NOT NULL,
-                identity TEXT NOT NULL,
-                call_sid TEXT,
-                event_group TEXT NOT NULL,
-                name TEXT NOT NULL,
-                level TEXT NOT NULL,
-                timestamp_ms BIGINT NOT NULL,
-                payload TEXT NOT NULL,
-                received BIGINT NOT NULL
-            )",
-        )
-        .execute(&pool)
-        .await
-        .map_err(db)?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await.map_err(db)?;
+        }
         Ok(Store { pool })
     }
 
@@ -243,34 +236,14 @@ impl Store {
 
     /// The account's calls, newest first.
     pub async fn list_calls(&self, account_sid: &str, limit: i64) -> Result<Vec<CallRecord>, ServerError> {
-        let rows = sqlx::query(
-            "SELECT sid, parent_sid, account_sid, from_party, to_party, direction, status, start_time,
-                answer_time, end_time, duration, end_cause
-             FROM calls WHERE account_sid = $1 ORDER BY start_time DESC, sid LIMIT $2",
-        )
+        sqlx::query_as::<_, CallRecord>(&format!(
+            "{CALL_COLUMNS} WHERE account_sid = $1 ORDER BY start_time DESC, sid LIMIT $2"
+        ))
         .bind(account_sid)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(CallRecord {
-                    sid: r.try_get("sid").map_err(db)?,
-                    parent_sid: r.try_get("parent_sid").map_err(db)?,
-                    account_sid: r.try_get("account_sid").map_err(db)?,
-                    from: r.try_get("from_party").map_err(db)?,
-                    to: r.try_get("to_party").map_err(db)?,
-                    direction: r.try_get("direction").map_err(db)?,
-                    status: r.try_get("status").map_err(db)?,
-                    start_time: r.try_get("start_time").map_err(db)?,
-                    answer_time: r.try_get("answer_time").map_err(db)?,
-                    end_time: r.try_get("end_time").map_err(db)?,
-                    duration: r.try_get("duration").map_err(db)?,
-                    end_cause: r.try_get("end_cause").map_err(db)?,
-                })
-            })
-            .collect()
+        .map_err(db)
     }
 
     /// Adds a push binding (one per identity and address: a second replaces the first).
@@ -299,28 +272,22 @@ impl Store {
 
     /// An identity's push bindings (every identity's with `None`).
     pub async fn bindings(&self, identity: Option<&str>) -> Result<Vec<Binding>, ServerError> {
-        let rows = match identity {
+        const COLUMNS: &str =
+            "SELECT sid, identity, binding_type, address, gateway_url, created FROM bindings";
+        match identity {
             Some(i) => {
-                sqlx::query("SELECT * FROM bindings WHERE identity = $1 ORDER BY created, sid")
+                sqlx::query_as::<_, Binding>(&format!("{COLUMNS} WHERE identity = $1 ORDER BY created, sid"))
                     .bind(i)
                     .fetch_all(&self.pool)
                     .await
             }
-            None => sqlx::query("SELECT * FROM bindings ORDER BY created, sid").fetch_all(&self.pool).await,
+            None => {
+                sqlx::query_as::<_, Binding>(&format!("{COLUMNS} ORDER BY created, sid"))
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Binding {
-                    sid: r.try_get("sid").map_err(db)?,
-                    identity: r.try_get("identity").map_err(db)?,
-                    binding_type: r.try_get("binding_type").map_err(db)?,
-                    address: r.try_get("address").map_err(db)?,
-                    gateway_url: r.try_get("gateway_url").map_err(db)?,
-                    created: r.try_get("created").map_err(db)?,
-                })
-            })
-            .collect()
+        .map_err(db)
     }
 
     /// Removes a binding; false if there was none.
@@ -335,7 +302,12 @@ impl Store {
 
     /// One call by SID.
     pub async fn get_call(&self, account_sid: &str, sid: &str) -> Result<Option<CallRecord>, ServerError> {
-        Ok(self.list_calls(account_sid, i64::MAX).await?.into_iter().find(|c| c.sid == sid))
+        sqlx::query_as::<_, CallRecord>(&format!("{CALL_COLUMNS} WHERE account_sid = $1 AND sid = $2"))
+            .bind(account_sid)
+            .bind(sid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
     }
 
     /// Adds a call message subscription.
