@@ -252,6 +252,9 @@ pub struct PluginConfig {
 pub struct ServerConfig {
     /// The address every listener binds (127.0.0.1 unless exposing more is chosen).
     pub bind: IpAddr,
+    /// The host the server names itself by in Via, Contact and its SIP domain (a
+    /// public address or name, when `bind` is 0.0.0.0 or behind NAT); unset is `bind`.
+    pub public_host: Option<String>,
     /// SIP over UDP (0 picks a free port).
     pub sip_udp_port: u16,
     /// SIP over TCP.
@@ -374,6 +377,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: IpAddr::from([127, 0, 0, 1]),
+            public_host: None,
             sip_udp_port: 5060,
             sip_tcp_port: 5060,
             sip_tls_port: 5061,
@@ -490,6 +494,13 @@ impl Config {
                     &format!("server.trusted_networks[{i}]"),
                     format!("{net:?}; expected an address range like 127.0.0.0/8"),
                 );
+            }
+        }
+        if let Some(h) = &self.server.public_host {
+            let ok = !h.is_empty()
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !ok {
+                return err("server.public_host", format!("{h:?}; expected a host name or address"));
             }
         }
         for (i, t) in self.server.trunks.iter().enumerate() {
@@ -740,6 +751,7 @@ mod tests {
             ),
             ("server.trunks", serde_json::json!([{"name": "t", "uri": "http://x"}]), "server.trunks[0].uri"),
             ("server.trunks", serde_json::json!([{"name": "t"}]), "server.trunks[0]"),
+            ("server.public_host", "a b".into(), "server.public_host"),
         ];
         for (key, value, want) in cases {
             let e = ConfigLoader::new().no_file().no_env().set(key, value).load().unwrap_err();

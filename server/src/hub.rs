@@ -76,6 +76,8 @@ pub(crate) enum HubMsg {
 pub(crate) struct HubConfig {
     pub(crate) account: Account,
     pub(crate) domain: String,
+    /// The host in Via and Contact, instead of the listener's address.
+    pub(crate) public_host: Option<String>,
     pub(crate) trusted: Vec<(IpAddr, u8)>,
     pub(crate) ring_timeout: Duration,
     pub(crate) max_message_size: usize,
@@ -279,7 +281,14 @@ impl Hub {
                     c.server = true;
                     c.max_message_size = self.cfg.max_message_size;
                     c.seed = uuid::Uuid::new_v4().as_u64_pair().0;
-                    let flow = Flow { transport, local: local.to_string(), reliable };
+                    let local = match &self.cfg.public_host {
+                        Some(h) if h.contains(':') && !h.starts_with('[') => {
+                            format!("[{h}]:{}", local.port())
+                        }
+                        Some(h) => format!("{h}:{}", local.port()),
+                        None => local.to_string(),
+                    };
+                    let flow = Flow { transport, local, reliable };
                     self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote });
                 }
                 HubMsg::Data(id, bytes) => {

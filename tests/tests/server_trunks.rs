@@ -45,12 +45,19 @@ async fn records(srv: &Server, legs: usize) -> Vec<serde_json::Value> {
     panic!("the call records never all ended");
 }
 
-/// One raw INVITE over UDP from loopback: the status line and the headers of the answer.
+/// One raw INVITE over UDP from loopback (with `sdp` as its body): the status line
+/// and the headers of the first final answer.
 async fn raw_invite(to: std::net::SocketAddr, user: &str) -> (String, String) {
+    raw_invite_with(to, user, "").await
+}
+
+async fn raw_invite_with(to: std::net::SocketAddr, user: &str, sdp: &str) -> (String, String) {
     let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = s.local_addr().unwrap();
+    let ct = if sdp.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
     let msg = format!(
-        "INVITE sip:{user}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{user}1\r\nMax-Forwards: 70\r\nFrom: <sip:x@{me}>;tag=1\r\nTo: <sip:{user}@{to}>\r\nCall-ID: {user}-raw\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+        "INVITE sip:{user}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{user}1\r\nMax-Forwards: 70\r\nFrom: <sip:x@{me}>;tag=1\r\nTo: <sip:{user}@{to}>\r\nCall-ID: {user}-raw\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\n{ct}Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
     );
     s.send_to(msg.as_bytes(), to).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -58,7 +65,7 @@ async fn raw_invite(to: std::net::SocketAddr, user: &str) -> (String, String) {
         let (n, _) =
             tokio::time::timeout(Duration::from_secs(10), s.recv_from(&mut buf)).await.unwrap().unwrap();
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 100") {
+        if !text.starts_with("SIP/2.0 1") {
             let (line, rest) = text.split_once("\r\n").unwrap();
             return (line.to_owned(), rest.to_owned());
         }
@@ -264,4 +271,23 @@ async fn dial_action_runs_after_each_dial_and_verbs_follow_a_dial() {
     alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
     call.disconnect();
     carol.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_host_names_the_server_in_contact() {
+    let scratch = Scratch::new("trunk-public-host");
+    let mut cfg = sipkit::server_config(&scratch);
+    cfg.public_host = Some("sip.test.invalid".into());
+    let srv = Server::start(&cfg).await.unwrap();
+    let mut bob = client(&srv, "bob", None);
+    bob.register().await;
+    let udp = srv.addresses().sip_udp;
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    let answer = tokio::spawn(async move { raw_invite_with(udp, "bob", sdp).await });
+    let invite = bob.invite(10).await;
+    let _call = invite.accept(bob.delegate());
+    let (line, headers) = answer.await.unwrap();
+    assert_eq!(line, "SIP/2.0 200 OK");
+    let contact = headers.lines().find(|l| l.starts_with("Contact:")).unwrap();
+    assert_eq!(contact, format!("Contact: <sip:dialtone@sip.test.invalid:{}>", udp.port()));
 }
