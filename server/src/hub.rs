@@ -974,23 +974,7 @@ impl Hub {
             ua.set_response_headers(call, &[(wire::CALL_SID_HEADER, sid.clone())]);
         }
         let to = if wire::is_valid_identity(&target) { format!("client:{target}") } else { target.clone() };
-        let parent_rec = CallRecord {
-            sid: sid.clone(),
-            parent_sid: None,
-            account_sid: self.cfg.account.account_sid.clone(),
-            from: caller.clone(),
-            to: to.clone(),
-            direction: "inbound".to_owned(),
-            status: "ringing".to_owned(),
-            start_time: now_ms(),
-            answer_time: None,
-            end_time: None,
-            duration: None,
-            end_cause: None,
-        };
-        if let Err(e) = self.store.insert_call(&parent_rec).await {
-            tracing::error!(error = %e, "cannot record the call");
-        }
+        self.record_leg(&sid, None, &caller, &to, "inbound").await;
         self.legs.insert((flow, call), (sid.clone(), Role::Caller));
         self.bridges.insert(
             sid.clone(),
@@ -1248,23 +1232,7 @@ impl Hub {
                 }
             };
         }
-        let rec = CallRecord {
-            sid: child_sid,
-            parent_sid: Some(sid.to_owned()),
-            account_sid: self.cfg.account.account_sid.clone(),
-            from: caller,
-            to,
-            direction: "outbound-dial".to_owned(),
-            status: "ringing".to_owned(),
-            start_time: now_ms(),
-            answer_time: None,
-            end_time: None,
-            duration: None,
-            end_cause: None,
-        };
-        if let Err(e) = self.store.insert_call(&rec).await {
-            tracing::error!(error = %e, "cannot record the call leg");
-        }
+        self.record_leg(&child_sid, Some(sid), &caller, &to, "outbound-dial").await;
     }
 
     async fn on_answered(&mut self, flow: FlowId, call: CallId, response: &Message, now: Instant) {
@@ -1327,6 +1295,27 @@ impl Hub {
         }
     }
 
+    /// Records a new, ringing leg.
+    async fn record_leg(&self, sid: &str, parent: Option<&str>, from: &str, to: &str, direction: &str) {
+        let rec = CallRecord {
+            sid: sid.to_owned(),
+            parent_sid: parent.map(str::to_owned),
+            account_sid: self.cfg.account.account_sid.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            direction: direction.to_owned(),
+            status: "ringing".to_owned(),
+            start_time: now_ms(),
+            answer_time: None,
+            end_time: None,
+            duration: None,
+            end_cause: None,
+        };
+        if let Err(e) = self.store.insert_call(&rec).await {
+            tracing::error!(call_sid = %sid, error = %e, "cannot record the call leg");
+        }
+    }
+
     /// A dial ended without an answer: the call goes on with the `<Dial action>`'s
     /// TwiML or the verbs after the `<Dial>`, else fails with `status`.
     async fn dial_failed(
@@ -1342,8 +1331,7 @@ impl Hub {
             408 | 480 => "no-answer",
             _ => "failed",
         };
-        let cause =
-            e.map_or_else(|| format!("SIP {status} {reason}"), |e| format!("{} {}", e.code(), e.message()));
+        let cause = cause(e, || format!("SIP {status} {reason}"));
         self.cancel_callees(sid, None, Instant::now());
         if self.continue_after_dial(sid, dial_status, &cause).await {
             return;
@@ -1446,8 +1434,7 @@ impl Hub {
                 ua.reject_with_headers(c, status, Some(reason), &headers, now);
             }
         }
-        let cause =
-            e.map_or_else(|| format!("SIP {status} {reason}"), |e| format!("{} {}", e.code(), e.message()));
+        let cause = cause(e, || format!("SIP {status} {reason}"));
         self.finish(sid, outcome, &cause).await;
     }
 
@@ -1456,8 +1443,7 @@ impl Hub {
         let now = Instant::now();
         let Some(b) = self.bridges.get(sid) else { return };
         if from == Some(Role::Callee) && b.answered.is_some() {
-            let cause =
-                e.map_or_else(|| "hangup-by-callee".to_owned(), |e| format!("{} {}", e.code(), e.message()));
+            let cause = cause(e, || "hangup-by-callee".to_owned());
             if self.continue_after_dial(sid, "completed", &cause).await {
                 return;
             }
@@ -1478,12 +1464,10 @@ impl Hub {
                 }
             }
         }
-        let cause = match (e, from) {
-            (Some(e), _) => format!("{} {}", e.code(), e.message()),
-            (None, Some(Role::Caller)) => "hangup-by-caller".to_owned(),
-            (None, _) => "hangup-by-callee".to_owned(),
-        };
-        self.finish(sid, outcome, &cause).await;
+        let why = cause(e, || {
+            if from == Some(Role::Caller) { "hangup-by-caller" } else { "hangup-by-callee" }.to_owned()
+        });
+        self.finish(sid, outcome, &why).await;
     }
 
     async fn finish(&mut self, sid: &str, outcome: &str, cause: &str) {
@@ -1682,6 +1666,11 @@ async fn deliver_to_subscriptions(
             tracing::warn!(subscription = %sub.sid, error = %e, "a message callback failed");
         }
     }
+}
+
+/// Why a leg ended, for its record: the error's code and text, else `otherwise`.
+fn cause(e: Option<&VoiceError>, otherwise: impl FnOnce() -> String) -> String {
+    e.map_or_else(otherwise, |e| format!("{} {}", e.code(), e.message()))
 }
 
 /// How a request without a token fares.
