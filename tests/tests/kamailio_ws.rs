@@ -119,11 +119,7 @@ async fn a_killed_websocket_reconnects_mid_call_without_stopping_media() {
     alice.register().await;
     bob.register().await;
 
-    let call = alice.connect("client:bob", &[]);
-    let invite = bob.invite(10).await;
-    let answered = invite.accept(bob.delegate());
-    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
-    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let (call, _invite, answered) = sipkit::connect_and_answer(&mut alice, &mut bob, "client:bob").await;
     alice.hear_more(24_000, 10).await;
 
     let before = (alice.heard_len(), bob.heard_len());

@@ -193,20 +193,8 @@ async fn trunk_call_from_pjsua(wire: &str) {
     bob.register().await;
     let addr = if wire == "udp" { srv.addresses().sip_udp } else { srv.addresses().sip_tcp };
     let trunk = format!("direct:{addr}");
-    let mut pj = Pjsua::start(&scratch, "call", wire, &trunk, "sip:bob@127.0.0.1", None);
-    pj.expect("registered", 20).await;
-    use tokio::io::AsyncWriteExt;
-    pj.stdin.write_all(b"go\n").await.unwrap();
-    let invite = bob.invite(20).await;
-    assert!(invite.from().is_some_and(|f| f.contains("pjsua")), "{:?}", invite.from());
-    let _call = invite.accept(bob.delegate());
-    bob.wait_for(20, "connected", |e| matches!(e, Heard::Connected)).await;
-    pj.expect("media-active", 10).await;
-    bob.hear_more(48_000, 10).await;
-    assert!(rms(&bob.heard()[12_000..]) > 300.0, "{wire}: bob hears pjsua through the server");
-    bob.wait_for(20, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
-    assert_eq!(pj.expect("disconnected", 10).await, "disconnected 200");
-    let heard = pj.finish().await;
+    let pj = Pjsua::start(&scratch, "call", wire, &trunk, "sip:bob@127.0.0.1", None);
+    let heard = sipkit::pjsua_calls(pj, &mut bob, wire).await;
     assert!(
         heard.len() > 8_000 && rms(&heard[4_000..]) > 300.0,
         "{wire}: pjsua hears bob through the server"
@@ -292,11 +280,7 @@ async fn a_call_keeps_its_legs_while_the_client_reconnects() {
     let mut bob = client(&srv, "bob");
     alice.register().await;
     bob.register().await;
-    let call = alice.connect("client:bob", &[]);
-    let invite = bob.invite(10).await;
-    let answered = invite.accept(bob.delegate());
-    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
-    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let (call, _invite, answered) = sipkit::connect_and_answer(&mut alice, &mut bob, "client:bob").await;
 
     let before = bob.heard_len();
     relay.cut();

@@ -42,11 +42,7 @@ async fn rest_messages_reach_either_leg_and_subscriptions_hear_the_clients() {
     let mut bob = client(&srv, "bob");
     alice.register().await;
     bob.register().await;
-    let call = alice.connect("client:bob", &[]);
-    let invite = bob.invite(10).await;
-    let answered = invite.accept(bob.delegate());
-    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
-    bob.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let (call, invite, answered) = sipkit::connect_and_answer(&mut alice, &mut bob, "client:bob").await;
     let (parent, child) = (call.sid().unwrap(), invite.call_sid().to_owned());
 
     // A subscription on each leg.
@@ -159,10 +155,7 @@ async fn insights_events_the_sdks_post_are_stored_and_listed() {
     let mut bob = client(&srv, "bob").with_insights(bob_sink.clone());
     alice.register().await;
     bob.register().await;
-    let call = alice.connect("client:bob", &[]);
-    let invite = bob.invite(10).await;
-    let _answered = invite.accept(bob.delegate());
-    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    let (call, invite, _answered) = sipkit::connect_and_answer(&mut alice, &mut bob, "client:bob").await;
     call.disconnect();
     bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
     let (parent, child) = (call.sid().unwrap(), invite.call_sid().to_owned());

@@ -774,6 +774,40 @@ pub async fn http_routes(
     (base, rx)
 }
 
+/// `caller` calls `to` and `callee` accepts; both see the call connect. Returns the
+/// caller's call, the invite and the callee's call.
+pub async fn connect_and_answer(
+    caller: &mut Client,
+    callee: &mut Client,
+    to: &str,
+) -> (Call, CallInvite, Call) {
+    let call = caller.connect(to, &[]);
+    let invite = callee.invite(10).await;
+    let answered = invite.accept(callee.delegate());
+    caller.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    callee.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    (call, invite, answered)
+}
+
+/// A started pjsua2 peer in `call` mode calls `bob` through a server: bob accepts,
+/// hears pjsua's speech, and the call ends when pjsua hangs up (200). Returns what
+/// pjsua heard.
+pub async fn pjsua_calls(mut pj: Pjsua, bob: &mut Client, what: &str) -> Vec<i16> {
+    use tokio::io::AsyncWriteExt;
+    pj.expect("registered", 20).await;
+    pj.stdin.write_all(b"go\n").await.unwrap();
+    let invite = bob.invite(20).await;
+    assert!(invite.from().is_some_and(|f| f.contains("pjsua")), "{what}: {:?}", invite.from());
+    let _call = invite.accept(bob.delegate());
+    bob.wait_for(20, "connected", |e| matches!(e, Heard::Connected)).await;
+    pj.expect("media-active", 10).await;
+    bob.hear_more(48_000, 10).await;
+    assert!(rms(&bob.heard()[12_000..]) > 300.0, "{what}: bob hears pjsua through the server");
+    bob.wait_for(20, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+    assert_eq!(pj.expect("disconnected", 10).await, "disconnected 200", "{what}");
+    pj.finish().await
+}
+
 /// A server configuration for tests: every port 0 (free ones), the scratch directory as
 /// the data directory, an in-memory store.
 pub fn server_config(scratch: &Scratch) -> config::ServerConfig {
