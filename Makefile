@@ -4,7 +4,8 @@ CARGO ?= cargo
 .PHONY: demo test setup lint unit doc fuzz
 
 ## Runs the demo: an in-process server and two clients, alice calling bob.
-demo: setup
+demo:
+	@bash scripts/setup demo
 	$(CARGO) run --quiet -p dialtone-cli --bin dialtone -- demo
 
 ## Runs the whole test suite: format, lints, docs, unit, integration and doc tests,

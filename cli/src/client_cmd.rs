@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_core::{
-    AcceptOptions, Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState,
-    CancelledCallInvite, ConnectOptions, ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate,
-    QualityWarning, VoiceError,
+    Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState, CancelledCallInvite, Config,
+    ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate, QualityWarning, VoiceError,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -95,6 +94,7 @@ struct Reporter {
     done: mpsc::UnboundedSender<Outcome>,
     calls: Arc<Mutex<Vec<Call>>>,
     mode: ListenMode,
+    config: Arc<Config>,
 }
 
 impl Reporter {
@@ -184,7 +184,7 @@ impl NotificationDelegate for Listener {
         );
         match r.mode {
             ListenMode::Accept => {
-                let opts = AcceptOptions::builder().call_message_delegate(r.clone()).build();
+                let opts = stack::accept_options(&r.config).call_message_delegate(r.clone()).build();
                 let call = invite.accept_with_options(opts, r.clone());
                 r.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
             }
@@ -217,8 +217,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, VoiceError> {
 type Setup = (ClientSetup, String, Option<Arc<HttpInsightsSink>>);
 
 fn setup(args: &ClientArgs) -> Result<Setup, VoiceError> {
-    let cfg = crate::server_cmd::load_config(args.config.as_ref())?;
-    let server = args.server.clone().unwrap_or_else(|| cfg.client.server.clone());
+    let mut cfg = crate::server_cmd::load_config(args.config.as_ref())?;
+    if let Some(s) = &args.server {
+        cfg.client.server = s.clone();
+    }
     let dev_ca = dialtone_server::accounts::data_dir(&cfg.server).join("dev-ca.pem");
     let ca_file =
         args.ca_file.clone().or(cfg.client.tls_ca_file.clone()).or(dev_ca.exists().then_some(dev_ca));
@@ -226,60 +228,28 @@ fn setup(args: &ClientArgs) -> Result<Setup, VoiceError> {
         Some(t) => t.clone(),
         None => crate::server_cmd::token(args.config.clone(), &args.identity, 3600)?,
     };
-    // Audio: files when given, else the configured backend's devices (cpal by default;
-    // `--audio-backend synthetic` for a tone), falling back to silence.
-    let mut registry = dialtone_core::Registry::with_builtins();
-    dialtone_audio_cpal::register(&mut registry)
-        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
-    dialtone_audio_memory::register(&mut registry)
-        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
-    dialtone_codec_opus::register(&mut registry)
-        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
-    dialtone_codec_pcmu::register(&mut registry)
-        .map_err(|e| VoiceError::new(ErrorCode::UnknownError, e.to_string()))?;
-    let backend_name = args.audio_backend.clone().unwrap_or_else(|| cfg.audio.backend.clone());
-    let devices = if args.play.is_some() && args.record.is_some() {
-        None
-    } else {
-        let backend = registry
-            .create::<dyn dialtone_core::parts::AudioBackend>(&backend_name, &cfg)
-            .map_err(|e| VoiceError::new(ErrorCode::MalformedRequest, format!("audio backend: {e}")))?;
-        Some(stack::Devices {
-            backend,
-            input: cfg.audio.input_device.clone(),
-            output: cfg.audio.output_device.clone(),
-        })
-    };
-    let codecs = registry
-        .configured_codecs(&cfg)
-        .map_err(|e| VoiceError::new(ErrorCode::NoSupportedCodec, format!("codecs: {e}")))?;
+    let registry = Arc::new(stack::registry(&cfg));
     // Insights: `sink = "http"` posts them to `url` (the server's
     // /v1/Insights/Events) with this client's token; other sinks come from the registry.
     let mut http_sink = None;
-    let insights: Option<Arc<dyn InsightsSink>> = if !cfg.insights.enabled {
-        None
-    } else if cfg.insights.sink == "http" {
+    let insights = if cfg.insights.enabled && cfg.insights.sink == "http" {
         let url = cfg.insights.url.clone().ok_or_else(|| {
             VoiceError::new(ErrorCode::MalformedRequest, "insights.sink = \"http\" needs insights.url")
         })?;
         let sink = Arc::new(HttpInsightsSink::new(url, token.clone()));
         http_sink = Some(sink.clone());
-        Some(sink)
+        Some(Some(sink as Arc<dyn InsightsSink>))
     } else {
-        Some(
-            registry
-                .configured_insights_sink(&cfg)
-                .map_err(|e| VoiceError::new(ErrorCode::MalformedRequest, format!("insights: {e}")))?,
-        )
+        None
     };
     let setup = ClientSetup {
-        server,
+        config: cfg,
+        registry,
         ca_file,
         play: args.play.clone(),
         record: args.record.clone(),
-        devices,
-        codecs: Some(codecs),
-        insights: Some(insights),
+        audio_backend: args.audio_backend.clone(),
+        insights,
     };
     Ok((setup, token, http_sink))
 }
@@ -314,6 +284,8 @@ fn stats_ticker(out: Emitter, calls: Arc<Mutex<Vec<Call>>>) {
                         "jitter_ms": remote.map(|r| r.jitter_ms),
                         "rtt_ms": local.and_then(|l| l.round_trip_time_ms),
                         "packets_lost": remote.map(|r| r.packets_lost),
+                        "packets_received": remote.map(|r| r.packets_received),
+                        "bytes_received": remote.map(|r| r.bytes_received),
                         "audio_level_in": local.map(|l| l.audio_level),
                         "audio_level_out": remote.map(|r| r.audio_level),
                     }),
@@ -331,7 +303,8 @@ pub(crate) fn listen(args: ClientArgs, mode: ListenMode, calls: Option<usize>) -
     let out = Emitter { json: args.json };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let list: Arc<Mutex<Vec<Call>>> = Arc::default();
-    let reporter = Arc::new(Reporter { out: out.clone(), done: done_tx, calls: list.clone(), mode });
+    let config = Arc::new(setup.config.clone());
+    let reporter = Arc::new(Reporter { out: out.clone(), done: done_tx, calls: list.clone(), mode, config });
     let (voice, _agent, _wavs) = stack::build(setup, Some(Arc::new(Listener(reporter))))?;
     let result = rt.block_on(async {
         voice.register(&token, "").await?;
@@ -377,11 +350,18 @@ pub(crate) fn call(args: ClientArgs, c: CallArgs) -> Result<(), VoiceError> {
     let out = Emitter { json: args.json };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let list: Arc<Mutex<Vec<Call>>> = Arc::default();
-    let reporter =
-        Arc::new(Reporter { out: out.clone(), done: done_tx, calls: list.clone(), mode: ListenMode::Ignore });
+    let config = Arc::new(setup.config.clone());
+    let reporter = Arc::new(Reporter {
+        out: out.clone(),
+        done: done_tx,
+        calls: list.clone(),
+        mode: ListenMode::Ignore,
+        config: config.clone(),
+    });
     let (voice, _agent, _wavs) = stack::build(setup, None)?;
-    let mut b =
-        ConnectOptions::builder(token).param("to", c.to.clone()).call_message_delegate(reporter.clone());
+    let mut b = stack::connect_options(&config, token)
+        .param("to", c.to.clone())
+        .call_message_delegate(reporter.clone());
     for (k, v) in &c.params {
         b = b.param(k.clone(), v.clone());
     }

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use dialtone_core::config::ServerConfig;
 use dialtone_core::{
-    AcceptOptions, Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState,
-    CancelledCallInvite, ConnectOptions, ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate,
-    QualityWarning, StatsReport, Voice, VoiceError,
+    Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState, CancelledCallInvite,
+    ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate, QualityWarning, StatsReport, Voice,
+    VoiceError,
 };
 
 use crate::stack::{self, ClientSetup};
@@ -197,13 +197,18 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     let insights_url = format!("http://{}/v1/Insights/Events", server.addresses().http);
     let alice_insights = Arc::new(HttpInsightsSink::new(insights_url.clone(), alice_token.clone()));
     let bob_insights = Arc::new(HttpInsightsSink::new(insights_url, bob_token.clone()));
+    // The clients are built from the loaded configuration (dialtone.toml, the
+    // environment), pointed at this server.
+    let mut client_cfg = crate::server_cmd::load_config(None)?;
+    client_cfg.client.server = server.addresses().ws_url();
+    let registry = Arc::new(stack::registry(&client_cfg));
     let setup = |name: &str, insights: &Arc<HttpInsightsSink>| ClientSetup {
-        server: server.addresses().ws_url(),
+        config: client_cfg.clone(),
+        registry: registry.clone(),
         ca_file: None,
         play: speech.clone(),
         record: Some(home.join(format!("{name}-heard.wav"))),
-        devices: None,
-        codecs: None,
+        audio_backend: None,
         insights: Some(Some(insights.clone() as Arc<dyn InsightsSink>)),
     };
     let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice", &alice_insights), None)?;
@@ -212,7 +217,7 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     bob.say("registered as bob");
 
     alice.say("calling client:bob with caller_first_name=alice, caller_last_name=smith");
-    let options = ConnectOptions::builder(alice_token)
+    let options = stack::connect_options(&client_cfg, alice_token)
         .param("to", "client:bob")
         .param("caller_first_name", "alice")
         .param("caller_last_name", "smith")
@@ -230,7 +235,7 @@ pub(crate) fn run() -> Result<(), VoiceError> {
 
     bob.say("accepting");
     let bob_call = invite.accept_with_options(
-        AcceptOptions::builder().call_message_delegate(bob.clone()).build(),
+        stack::accept_options(&client_cfg).call_message_delegate(bob.clone()).build(),
         bob.clone(),
     );
     expect(&alice_rx, Seen::Connected, "alice connected")?;

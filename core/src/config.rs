@@ -156,6 +156,15 @@ pub struct MediaConfig {
     pub ice_servers: Vec<IceServer>,
     /// `all` or `relay` (WebRTC).
     pub ice_transport_policy: IceTransportPolicy,
+    /// The address media sockets bind; unset binds all interfaces (of the advertised
+    /// address's family).
+    pub bind_address: Option<String>,
+    /// The address (or host name) put in SDP `c=`/`o=`; unset is the local address of
+    /// the signaling connection, i.e. the interface that reaches the server.
+    pub advertised_address: Option<String>,
+    /// Seconds without any media packet before the call reports media lost (53405),
+    /// re-INVITEs, and waits out `client.reconnect_timeout_secs`; 0 turns it off.
+    pub media_timeout_secs: u32,
 }
 
 impl Default for MediaConfig {
@@ -169,6 +178,9 @@ impl Default for MediaConfig {
             enable_dscp: true,
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
+            bind_address: None,
+            advertised_address: None,
+            media_timeout_secs: 5,
         }
     }
 }
@@ -193,7 +205,7 @@ pub struct CodecsConfig {
 impl Default for CodecsConfig {
     fn default() -> Self {
         CodecsConfig {
-            preferred: vec!["opus".to_owned(), "PCMU".to_owned()],
+            preferred: vec!["opus".to_owned(), "PCMU".to_owned(), "PCMA".to_owned()],
             opus_max_average_bitrate: None,
             opus_complexity: 9,
             opus_fec: true,
@@ -243,6 +255,18 @@ pub struct PluginConfig {
     pub path: Option<PathBuf>,
     /// A directory whose plugin libraries are all loaded.
     pub dir: Option<PathBuf>,
+}
+
+impl PluginConfig {
+    /// An entry for one library file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        PluginConfig { path: Some(path.into()), dir: None }
+    }
+
+    /// An entry for every library in a directory.
+    pub fn directory(dir: impl Into<PathBuf>) -> Self {
+        PluginConfig { path: None, dir: Some(dir.into()) }
+    }
 }
 
 /// `[server]`
@@ -447,6 +471,21 @@ impl Config {
                         self.media.rtp_ports
                     ),
                 )
+            }
+        }
+        if let Some(b) = &self.media.bind_address {
+            if b.parse::<IpAddr>().is_err() {
+                return err("media.bind_address", format!("{b:?}; expected an IP address"));
+            }
+        }
+        if let Some(a) = &self.media.advertised_address {
+            let host_ok =
+                !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            if a.parse::<IpAddr>().is_err() && !host_ok {
+                return err(
+                    "media.advertised_address",
+                    format!("{a:?}; expected an IP address or host name"),
+                );
             }
         }
         if self.media.jitter_buffer_max_packets == 0 {

@@ -52,7 +52,7 @@ impl PreferredCodec {
 
 /// The default preference: Opus first, then PCMU.
 pub fn default_preferred_codecs() -> Vec<PreferredCodec> {
-    vec![PreferredCodec::Opus { max_average_bitrate: None }, PreferredCodec::Pcmu]
+    vec![PreferredCodec::Opus { max_average_bitrate: None }, PreferredCodec::Pcmu, PreferredCodec::Pcma]
 }
 
 /// A STUN or TURN server.

@@ -11,11 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dialtone_core::config::ServerConfig;
-use dialtone_core::parts::{
-    AudioCapturer, AudioCodec, AudioRenderer, EncoderSettings, MediaSessionConfig, TransportTarget,
-};
-use dialtone_core::{NotificationDelegate, Voice, VoiceError};
-use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
+use dialtone_core::parts::{AudioCapturer, AudioCodec, AudioRenderer, MediaSessionConfig, TransportTarget};
+use dialtone_core::{Config, NotificationDelegate, Voice, VoiceError};
 use dialtone_server::Server;
 use dialtone_sip::{AgentConfig, SipAgent};
 
@@ -33,13 +30,9 @@ pub async fn dev_server(name: &str) -> Result<Server, String> {
     Server::start(&cfg).await.map_err(|e| e.to_string())
 }
 
-/// The built-in codecs: Opus, PCMU, PCMA.
+/// The default codecs from the default registry: Opus, PCMU, PCMA.
 pub fn default_codecs() -> Vec<Arc<dyn AudioCodec>> {
-    vec![
-        Arc::new(dialtone_codec_opus::Opus::new(EncoderSettings::default())),
-        Arc::new(dialtone_codec_pcmu::G711::new(dialtone_codec_pcmu::Law::Mu)),
-        Arc::new(dialtone_codec_pcmu::G711::new(dialtone_codec_pcmu::Law::A)),
-    ]
+    dialtone_defaults::default_codecs()
 }
 
 /// Makes each call's audio devices.
@@ -57,13 +50,14 @@ pub fn client(
         let (capturer, renderer) = audio()?;
         Ok(MediaSessionConfig::new(codecs.clone(), capturer, renderer))
     });
-    let target = TransportTarget::new(server.addresses().ws_url());
-    let agent = SipAgent::new(
-        AgentConfig::new(target),
-        Arc::new(dialtone_transport_ws::WsTransport::default()),
-        Arc::new(RtpEngine::new(RtpEngineConfig::default())),
-        factory,
-    );
+    // The parts a default configuration names, from the default registry.
+    let mut config = Config::default();
+    config.client.server = server.addresses().ws_url();
+    let registry = dialtone_defaults::registry();
+    let transport = registry.configured_transport(&config).unwrap_or_else(|e| panic!("{e}"));
+    let engine = registry.configured_media_engine(&config).unwrap_or_else(|e| panic!("{e}"));
+    let target = TransportTarget::new(config.client.server.clone());
+    let agent = SipAgent::new(AgentConfig::new(target), transport, engine, factory);
     let mut b = Voice::builder(agent).insights_enabled(false);
     if let Some(d) = incoming {
         b = b.incoming_delegate(d);

@@ -2,6 +2,7 @@
 //! RTP (SDES-SRTP) and WebRTC (ICE, DTLS-SRTP) fit behind the same trait; the SIP
 //! core only moves the SDP text.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +33,10 @@ pub struct MediaSessionConfig {
     pub capturer: Box<dyn AudioCapturer>,
     /// Where received audio goes.
     pub renderer: Box<dyn AudioRenderer>,
+    /// The local and remote addresses of the signaling connection, when it has them:
+    /// an engine advertises the local one (the interface that reaches the server)
+    /// unless it is configured with an address of its own.
+    pub signaling_addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl MediaSessionConfig {
@@ -50,6 +55,7 @@ impl MediaSessionConfig {
             ice_transport_policy: IceTransportPolicy::All,
             capturer,
             renderer,
+            signaling_addrs: None,
         }
     }
 }
@@ -67,6 +73,12 @@ pub enum MediaEvent {
     /// The codec in use keeps failing (a misbehaving plugin): the signaling layer
     /// should exclude it ([`MediaSession::exclude_codec`]) and renegotiate.
     CodecFailing(String),
+    /// No media arrived for the configured time (53405): the signaling layer reports
+    /// reconnecting, re-offers to re-establish the path, and ends the call if media
+    /// does not come back within its reconnect window.
+    Interrupted(VoiceError),
+    /// Media arrives again after [`MediaEvent::Interrupted`].
+    Restored,
 }
 
 /// One call's media.

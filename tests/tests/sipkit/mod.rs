@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
-use dialtone_codec_opus::Opus;
-use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::parts::{
-    AudioCodec, AudioFormat, EncoderSettings, MediaEngine, MediaEvent, MediaSession, MediaSessionConfig,
-    SignalingTransport, TransportTarget,
+    AudioCodec, AudioFormat, MediaEngine, MediaEvent, MediaSession, MediaSessionConfig, SignalingTransport,
+    TransportTarget,
 };
 use dialtone_core::*;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
@@ -342,12 +340,9 @@ pub struct Client {
     pub token: Option<String>,
 }
 
+/// The default codecs, from the default registry.
 pub fn codecs() -> Vec<Arc<dyn AudioCodec>> {
-    vec![
-        Arc::new(Opus::new(EncoderSettings::default())),
-        Arc::new(G711::new(Law::Mu)),
-        Arc::new(G711::new(Law::A)),
-    ]
+    dialtone_defaults::default_codecs()
 }
 
 /// Logs to stderr when RUST_LOG is set (SIP traffic at `dialtone_sip=trace`).

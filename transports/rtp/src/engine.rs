@@ -24,13 +24,21 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::resample::FrameConverter;
 use crate::sdp::{self, Direction, LocalDescription, Negotiated};
-use crate::session::{Received, RtpSession, SessionConfig};
+use crate::session::{Liveness, Received, RtpSession, SessionConfig};
 
 /// How the engine binds and protects media.
 #[derive(Clone, Debug)]
 pub struct RtpEngineConfig {
-    /// The address media sockets bind and advertise.
-    pub bind_ip: IpAddr,
+    /// The address media sockets bind; `None` binds all interfaces of the advertised
+    /// address's family.
+    pub bind_ip: Option<IpAddr>,
+    /// The address or host name SDP advertises; `None` advertises the local address
+    /// of the signaling connection (the interface that reaches the server), else the
+    /// bound address, else 127.0.0.1.
+    pub advertised: Option<String>,
+    /// How long without any media before the session reports it lost (53405);
+    /// `None` never does.
+    pub media_timeout: Option<Duration>,
     /// The lowest and highest port to use; `None` lets the OS choose.
     pub ports: Option<(u16, u16)>,
     /// SRTP use.
@@ -58,7 +66,10 @@ impl RtpEngineConfig {
         encoder.fec = c.codecs.opus_fec;
         encoder.dtx = c.codecs.opus_dtx;
         RtpEngineConfig {
-            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            bind_ip: c.media.bind_address.as_deref().and_then(|b| b.parse().ok()),
+            advertised: c.media.advertised_address.clone(),
+            media_timeout: (c.media.media_timeout_secs > 0)
+                .then(|| Duration::from_secs(u64::from(c.media.media_timeout_secs))),
             ports: match c.media.rtp_ports[..] {
                 [lo, hi] => Some((lo, hi)),
                 _ => None,
@@ -83,15 +94,59 @@ impl RtpEngine {
         RtpEngine { cfg }
     }
 
-    async fn bind(&self) -> Result<UdpSocket, VoiceError> {
+    /// The address to advertise: the configured one, else the signaling connection's
+    /// local address, else the interface routing to the signaling server, else the
+    /// bound address, else loopback.
+    async fn advertised_ip(&self, signaling: Option<(SocketAddr, SocketAddr)>) -> Result<IpAddr, VoiceError> {
+        if let Some(a) = &self.cfg.advertised {
+            if let Ok(ip) = a.parse::<IpAddr>() {
+                return Ok(ip);
+            }
+            let found = tokio::net::lookup_host((a.as_str(), 0)).await.map_err(|e| {
+                VoiceError::new(
+                    ErrorCode::ClientLocalDescFailed,
+                    format!("media.advertised_address {a:?} does not resolve: {e}"),
+                )
+            })?;
+            let mut found: Vec<SocketAddr> = found.collect();
+            // an address of the bound family first
+            found.sort_by_key(|s| self.cfg.bind_ip.is_some_and(|b| b.is_ipv4() != s.is_ipv4()));
+            return found.first().map(SocketAddr::ip).ok_or_else(|| {
+                VoiceError::new(
+                    ErrorCode::ClientLocalDescFailed,
+                    format!("media.advertised_address {a:?} has no address"),
+                )
+            });
+        }
+        if let Some((local, remote)) = signaling {
+            let local = canonical(local.ip());
+            if !local.is_unspecified() {
+                return Ok(local);
+            }
+            if let Some(ip) = route_to(canonical(remote.ip())) {
+                return Ok(ip);
+            }
+        }
+        match self.cfg.bind_ip {
+            Some(b) if !b.is_unspecified() => Ok(b),
+            _ => Ok(IpAddr::from([127, 0, 0, 1])),
+        }
+    }
+
+    async fn bind(&self, advertised: IpAddr) -> Result<UdpSocket, VoiceError> {
         let fail = |e: std::io::Error| {
             VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("cannot bind a media socket: {e}"))
         };
+        let ip = self.cfg.bind_ip.unwrap_or(if advertised.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        });
         match self.cfg.ports {
-            None => UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, 0)).await.map_err(fail),
+            None => UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(fail),
             Some((lo, hi)) => {
                 for port in lo..=hi {
-                    if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, port)).await {
+                    if let Ok(s) = UdpSocket::bind(SocketAddr::new(ip, port)).await {
                         return Ok(s);
                     }
                 }
@@ -107,10 +162,14 @@ impl RtpEngine {
 #[async_trait]
 impl MediaEngine for RtpEngine {
     async fn create_session(&self, config: MediaSessionConfig) -> Result<Box<dyn MediaSession>, VoiceError> {
-        let socket = Arc::new(self.bind().await?);
-        let local_addr = socket
+        let advertised = self.advertised_ip(config.signaling_addrs).await?;
+        let socket = Arc::new(self.bind(advertised).await?);
+        let bound = socket
             .local_addr()
             .map_err(|e| VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("media socket: {e}")))?;
+        // SDP names the advertised address with the bound port
+        let local_addr = SocketAddr::new(advertised, bound.port());
+        tracing::debug!(%bound, %local_addr, "media socket");
         // codecs in the preferred order, then any others available
         let mut codecs: Vec<Arc<dyn AudioCodec>> = Vec::new();
         for p in &config.preferred_codecs {
@@ -185,6 +244,24 @@ struct RtpMediaSession {
     stop: Arc<Notify>,
 }
 
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The local address the OS would use to reach `remote` (no packet is sent: a UDP
+/// `connect` only picks the route).
+fn route_to(remote: IpAddr) -> Option<IpAddr> {
+    let any = if remote.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
+    let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    s.connect(SocketAddr::new(remote, 9)).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -235,7 +312,10 @@ impl RtpMediaSession {
             // A renegotiation to another codec: a new session (a new SSRC, so that
             // no keystream is reused) in the running media task, which adapts its
             // resampling to the new codec's rate.
-            let muted = lock(&self.state).muted;
+            let (muted, held) = {
+                let st = lock(&self.state);
+                (st.muted, st.on_hold)
+            };
             let mut next = RtpSession::new(SessionConfig {
                 negotiated: neg,
                 codec: codec.clone(),
@@ -245,6 +325,8 @@ impl RtpMediaSession {
                 ssrc: Self::new_ssrc(),
             })?;
             next.set_muted(muted);
+            next.set_held(held);
+            next.set_media_timeout(self.cfg.media_timeout);
             tracing::info!(from = s.codec_name(), to = %codec.descriptor().name, "media switches codec");
             *s = next;
             return Ok(());
@@ -258,15 +340,17 @@ impl RtpMediaSession {
             jitter_max_packets: self.jitter_max_packets.max(1),
             ssrc,
         })?;
-        let (capturer, renderer, muted) = {
+        let (capturer, renderer, muted, held) = {
             let mut st = lock(&self.state);
             let (c, r) = st
                 .io
                 .take()
                 .ok_or_else(|| VoiceError::new(ErrorCode::UnknownError, "media already started"))?;
-            (c, r, st.muted)
+            (c, r, st.muted, st.on_hold)
         };
         session.set_muted(muted);
+        session.set_held(held);
+        session.set_media_timeout(self.cfg.media_timeout);
         *running = Some(session);
         let task = MediaTask::new(
             self.socket.clone(),
@@ -386,6 +470,7 @@ impl MediaSession for RtpMediaSession {
     fn set_on_hold(&self, on_hold: bool) {
         lock(&self.state).on_hold = on_hold;
         if let Some(s) = lock(&self.session).as_mut() {
+            s.set_held(on_hold);
             s.set_direction(if on_hold { Direction::SendOnly } else { Direction::SendRecv });
         }
     }
@@ -572,6 +657,20 @@ impl MediaTask {
             let (rtcp, sample) = s.poll(now);
             let failing =
                 (s.consecutive_codec_failures() >= CODEC_FAILURE_LIMIT).then(|| s.codec_name().to_owned());
+            match s.poll_liveness(now) {
+                Some(Liveness::Lost) => {
+                    tracing::warn!(peer = %s.remote_addr(), "no media from the peer");
+                    let _ = self.events.send(MediaEvent::Interrupted(VoiceError::new(
+                        ErrorCode::MediaConnectionFailed,
+                        format!("no media has arrived from {} for a while", s.remote_addr()),
+                    )));
+                }
+                Some(Liveness::Restored) => {
+                    tracing::info!(peer = %s.remote_addr(), "media arrives again");
+                    let _ = self.events.send(MediaEvent::Restored);
+                }
+                None => {}
+            }
             (datagrams, s.remote_addr(), rtcp, s.rtcp_addr(), sample, failing)
         };
         if let Some(name) = failing {

@@ -49,6 +49,8 @@ pub struct DropCounters {
     pub undecodable: u64,
     /// Unreadable RTCP.
     pub bad_rtcp: u64,
+    /// Plain RTP of an unknown SSRC from an address other than the peer's.
+    pub foreign: u64,
 }
 
 impl DropCounters {
@@ -61,6 +63,7 @@ impl DropCounters {
             + self.replayed
             + self.undecodable
             + self.bad_rtcp
+            + self.foreign
     }
 }
 
@@ -77,6 +80,15 @@ pub enum Received {
     Rtcp,
     /// Dropped (and counted).
     Dropped,
+}
+
+/// A change in whether media arrives, from [`RtpSession::poll_liveness`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Nothing authenticated arrived for the media timeout.
+    Lost,
+    /// Media arrives again after [`Liveness::Lost`].
+    Restored,
 }
 
 /// What [`RtpSession::play_frame`] produced.
@@ -230,6 +242,16 @@ pub struct RtpSession {
     encode_failures: u32,
     /// Decodes that failed in a row.
     decode_failures: u32,
+    /// Put on hold by us: silence goes out instead of the microphone.
+    held: bool,
+    /// How long without media before it counts as lost.
+    media_timeout: Option<Duration>,
+    /// When an authenticated datagram last arrived (or the watch last started).
+    last_heard: Option<Instant>,
+    /// Media reported lost and not yet restored.
+    media_lost: bool,
+    /// Packets received when the last quality sample was taken.
+    received_at_sample: u64,
 }
 
 fn profile(suite: CryptoSuite) -> ProtectionProfile {
@@ -316,6 +338,11 @@ impl RtpSession {
             silence: vec![0i16; frame_samples],
             encode_failures: 0,
             decode_failures: 0,
+            held: false,
+            media_timeout: None,
+            last_heard: None,
+            media_lost: false,
+            received_at_sample: 0,
         })
     }
 
@@ -351,8 +378,62 @@ impl RtpSession {
     }
 
     /// Changes the direction (hold sends `sendonly`: we keep sending, stop playing).
+    /// A direction that starts receiving restarts the media watch.
     pub fn set_direction(&mut self, direction: Direction) {
+        if direction.receives() && !self.direction.receives() {
+            self.last_heard = None;
+        }
         self.direction = direction;
+    }
+
+    /// On hold by us (true): silence goes out instead of the microphone, so the held
+    /// party hears nothing of this side (packets still flow, keeping NAT bindings and
+    /// the peer's media watch alive).
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// Reports media lost after `timeout` without any authenticated packet
+    /// ([`poll_liveness`](Self::poll_liveness)); `None` never does.
+    pub fn set_media_timeout(&mut self, timeout: Option<Duration>) {
+        self.media_timeout = timeout;
+    }
+
+    /// Packets received so far (audio and DTMF).
+    pub fn packets_received(&self) -> u64 {
+        self.recv.received
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
+    /// Whether media stopped or came back since the last call. The watch runs only
+    /// while this side's direction receives; it starts at the first call (or when a
+    /// direction starts receiving), so a call whose media never arrives is reported
+    /// too. Call it every frame period.
+    pub fn poll_liveness(&mut self, now: Instant) -> Option<Liveness> {
+        let timeout = self.media_timeout?;
+        if !self.direction.receives() {
+            self.last_heard = None;
+            return self.media_lost.then(|| {
+                self.media_lost = false;
+                Liveness::Restored
+            });
+        }
+        let last = *self.last_heard.get_or_insert(now);
+        let silent = now.saturating_duration_since(last) >= timeout;
+        match (silent, self.media_lost) {
+            (true, false) => {
+                self.media_lost = true;
+                Some(Liveness::Lost)
+            }
+            (false, true) => {
+                self.media_lost = false;
+                Some(Liveness::Restored)
+            }
+            _ => None,
+        }
     }
 
     /// Queues DTMF digits (`w` is a 500 ms pause). Errors if the peer did not
@@ -428,11 +509,12 @@ impl RtpSession {
                 return Ok(out);
             }
         }
-        if self.muted && self.silence.len() != pcm.len() {
+        let quiet = self.muted || self.held;
+        if quiet && self.silence.len() != pcm.len() {
             self.silence = vec![0i16; pcm.len()];
         }
-        let input = if self.muted { &self.silence[..] } else { pcm };
-        self.level_in.add(if self.muted { &[] } else { pcm });
+        let input = if quiet { &self.silence[..] } else { pcm };
+        self.level_in.add(if quiet { &[] } else { pcm });
         let mut buf = std::mem::take(&mut self.scratch);
         let n = self.encoder.encode(input, &mut buf);
         let result = n.map(|n| {
@@ -509,6 +591,17 @@ impl RtpSession {
             Self::count_once("unknown payload type", &mut self.drops.unknown_payload_type, &h.payload_type);
             return Received::Dropped;
         }
+        // Plain RTP has no authentication: once a stream is known, a packet of
+        // another SSRC from another address is someone else's, and never moves us.
+        if self.srtp_in.is_none()
+            && self.latched
+            && from != self.remote_addr
+            && self.recv.ssrc.is_some_and(|s| s != h.ssrc)
+        {
+            Self::count_once("foreign RTP", &mut self.drops.foreign, &from);
+            return Received::Dropped;
+        }
+        self.heard(now);
         // symmetric RTP: answer to where authenticated packets come from
         if !self.latched || self.remote_addr != from {
             if self.remote_addr != from {
@@ -561,6 +654,7 @@ impl RtpSession {
                 return Received::Dropped;
             }
         };
+        self.heard(now);
         let now_ntp = ntp(self.wall(now));
         for p in packets {
             let any = p.as_any();
@@ -725,9 +819,15 @@ impl RtpSession {
         s.rtt_ms = self.rtt_ms;
         s.jitter_ms = Some(jitter_ms);
         s.packets_lost_percent = Some(self.loss_percent());
-        s.mos = Some(mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, loss.max(self.loss_percent())));
+        // No packets in this second: no score and no received level (not a made-up
+        // 4.4 for silence).
+        let heard = self.recv.received > self.received_at_sample;
+        self.received_at_sample = self.recv.received;
+        s.mos = heard
+            .then(|| mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, loss.max(self.loss_percent())));
         s.audio_input_level = Some(self.level_in.take());
-        s.audio_output_level = Some(self.level_out.take());
+        let out_level = self.level_out.take();
+        s.audio_output_level = heard.then_some(out_level);
         s.muted = self.muted;
         // tell the encoder the loss the peer sees, so FEC can adapt
         if let Some((fraction, _, _)) = self.remote_report {
@@ -760,7 +860,8 @@ impl RtpSession {
         remote.packets_lost = self.recv.lost();
         remote.audio_level = self.level_out.last;
         remote.jitter_ms = jitter_ms;
-        remote.mos = Some(mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, self.loss_percent()));
+        remote.mos = (self.recv.received > 0 && !self.media_lost)
+            .then(|| mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, self.loss_percent()));
         let mut report = StatsReport::default();
         report.peer_connection_id = format!("rtp-{:08x}", self.ssrc);
         report.local_audio_tracks = vec![local];

@@ -128,6 +128,8 @@ enum Cmd {
     Reoffer(Uuid, Result<String, VoiceError>),
     /// A renegotiation finished: report the codec if it changed.
     CodecCheck(Uuid),
+    /// The reconnect window of a media loss (its number) ran out.
+    MediaDeadline(Uuid, u64),
     Token(String),
     /// Try to restore a lost registration (after a reconnect window ran out).
     Retry,
@@ -158,6 +160,8 @@ struct CallEntry {
     messages: HashMap<u64, String>,
     /// Re-INVITE purpose: true when it re-attaches after a reconnection.
     reattaching: bool,
+    /// Media stopped arriving (53405 reported) and has not come back: which loss.
+    media_lost: Option<u64>,
 }
 
 struct PendingInvite {
@@ -222,6 +226,8 @@ impl SipAgent {
             awaiting_bridge: HashMap::new(),
             bridge_header: None,
             queued: Vec::new(),
+            signaling_addrs: None,
+            media_losses: 0,
         };
         tokio::spawn(driver.run());
         Arc::new(SipAgent { shared })
@@ -303,6 +309,11 @@ struct Driver {
     bridge_header: Option<String>,
     /// Work waiting for a connection.
     queued: Vec<Cmd>,
+    /// The local and remote addresses of the current connection (media advertises
+    /// the local one).
+    signaling_addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Media losses so far (numbers each one's deadline).
+    media_losses: u64,
 }
 
 fn conn_lost() -> VoiceError {
@@ -415,6 +426,7 @@ impl Driver {
             local: conn.info.local_addr.clone(),
             reliable: conn.info.reliable,
         };
+        self.signaling_addrs = conn.info.local_addr.parse().ok().zip(conn.info.remote_addr.parse().ok());
         let now = Instant::now();
         match self.ua.as_mut() {
             Some(ua) => ua.set_flow(flow, now),
@@ -650,6 +662,25 @@ impl Driver {
                     c.link.deliver(CallEvent::CodecNegotiated(codec));
                 }
             }
+            Cmd::MediaDeadline(uuid, loss) => {
+                let Some(c) = self.calls.get(&uuid) else { return };
+                if c.media_lost != Some(loss) {
+                    return;
+                }
+                if let (Some(id), Some(ua)) = (c.ua, self.ua.as_mut()) {
+                    ua.hangup(id, now);
+                }
+                if let Some(c) = self.calls.remove(&uuid) {
+                    if let Some(id) = c.ua {
+                        self.by_ua.remove(&id);
+                    }
+                    c.link.deliver(CallEvent::Disconnected(Some(VoiceError::new(
+                        ErrorCode::MediaConnectionFailed,
+                        "media did not come back within the reconnect window",
+                    ))));
+                }
+                self.close_media(uuid).await;
+            }
             Cmd::Call(uuid, command) => self.on_call_command(uuid, command, now).await,
             Cmd::Invite(sid, command) => self.on_invite_command(&sid, command, now),
         }
@@ -709,6 +740,7 @@ impl Driver {
                                 hangup_requested: false,
                                 messages: HashMap::new(),
                                 reattaching: false,
+                                media_lost: None,
                             },
                         );
                         self.awaiting_bridge.insert(invite.call_sid.clone(), (uuid, options.common));
@@ -752,6 +784,7 @@ impl Driver {
                 hangup_requested: false,
                 messages: HashMap::new(),
                 reattaching: false,
+                media_lost: None,
             },
         );
         if let Some(sid) = accept_sid {
@@ -775,9 +808,11 @@ impl Driver {
         let factory = self.media_config.clone();
         let tx = self.shared.tx.clone();
         let shared = self.shared.clone();
+        let signaling_addrs = self.signaling_addrs;
         tokio::spawn(async move {
             let session = async {
                 let mut cfg = factory()?;
+                cfg.signaling_addrs = signaling_addrs;
                 cfg.preferred_codecs = options.preferred_audio_codecs.clone();
                 cfg.audio = options.audio.clone();
                 cfg.enable_dscp = options.enable_dscp;
@@ -966,6 +1001,38 @@ impl Driver {
                         tracing::warn!(codec = %name, "the codec keeps failing and no other is common");
                     }
                 });
+            }
+            MediaEvent::Interrupted(e) => {
+                if c.media_lost.is_some() || !matches!(c.phase, Phase::Established | Phase::Reconnecting) {
+                    return;
+                }
+                self.media_losses += 1;
+                let loss = self.media_losses;
+                let Some(c) = self.calls.get_mut(&uuid) else { return };
+                c.media_lost = Some(loss);
+                c.link.deliver(CallEvent::Reconnecting(e));
+                // Re-offer the same media: the peer answers to where we are now, and
+                // a NAT on the way sees traffic again.
+                let now = Instant::now();
+                if let (Some(id), Some(sdp), Some(ua), true) =
+                    (c.ua, c.local_sdp.clone(), self.ua.as_mut(), self.sender.is_some())
+                {
+                    if !ua.reinvite(id, &sdp, now) {
+                        tracing::debug!("media lost while an INVITE is in progress; no re-INVITE");
+                    }
+                }
+                let tx = self.shared.tx.clone();
+                let window = self.config.reconnect_window;
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    let _ = tx.send(Cmd::MediaDeadline(uuid, loss));
+                });
+            }
+            MediaEvent::Restored => {
+                let Some(c) = self.calls.get_mut(&uuid) else { return };
+                if c.media_lost.take().is_some() {
+                    c.link.deliver(CallEvent::Reconnected);
+                }
             }
             MediaEvent::Failed(e) => {
                 tracing::warn!(error = %e, "media failed");

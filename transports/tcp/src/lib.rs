@@ -91,6 +91,17 @@ impl TcpTransport {
     }
 }
 
+/// Registers this transport under the URL schemes it serves (`sip`, `sips`), sized by
+/// `client.max_message_bytes`.
+pub fn register(registry: &mut dialtone_core::Registry) -> Result<(), dialtone_core::RegistryError> {
+    for scheme in ["sip", "sips"] {
+        registry.register::<dyn SignalingTransport>(scheme, |config| {
+            Ok(std::sync::Arc::new(TcpTransport::new(config.client.max_message_bytes)))
+        })?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SignalingTransport for TcpTransport {
     fn schemes(&self) -> Vec<&'static str> {

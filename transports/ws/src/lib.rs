@@ -93,6 +93,17 @@ impl WsTransport {
     }
 }
 
+/// Registers this transport under the URL schemes it serves (`ws`, `wss`), sized by
+/// `client.max_message_bytes`.
+pub fn register(registry: &mut dialtone_core::Registry) -> Result<(), dialtone_core::RegistryError> {
+    for scheme in ["ws", "wss"] {
+        registry.register::<dyn SignalingTransport>(scheme, |config| {
+            Ok(std::sync::Arc::new(WsTransport::new(config.client.max_message_bytes)))
+        })?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SignalingTransport for WsTransport {
     fn schemes(&self) -> Vec<&'static str> {
