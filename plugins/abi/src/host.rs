@@ -315,7 +315,7 @@ pub fn load_configured(
         .map(|path| {
             let outcome = load(&path).and_then(|p| p.register(registry).map(|()| p.name().to_owned()));
             if let Err(e) = &outcome {
-                tracing::warn!("{e}");
+                tracing::debug!("{e}");
             }
             outcome
         })
