@@ -211,8 +211,8 @@ pub(crate) fn run() -> Result<(), VoiceError> {
         audio_backend: None,
         insights: Some(Some(insights.clone() as Arc<dyn InsightsSink>)),
     };
-    let (alice_voice, _alice_agent, alice_wavs) = stack::build(setup("alice", &alice_insights), None)?;
-    let (bob_voice, _bob_agent, bob_wavs) = stack::build(setup("bob", &bob_insights), Some(bob.clone()))?;
+    let (alice_voice, alice_agent, alice_wavs) = stack::build(setup("alice", &alice_insights), None)?;
+    let (bob_voice, bob_agent, bob_wavs) = stack::build(setup("bob", &bob_insights), Some(bob.clone()))?;
     rt.block_on(bob_voice.register(&bob_token, ""))?;
     bob.say("registered as bob");
 
@@ -316,8 +316,12 @@ pub(crate) fn run() -> Result<(), VoiceError> {
     }
     // Let the renderers close their files.
     std::thread::sleep(Duration::from_millis(300));
+    // The clients go before the server, so that nobody sees a connection drop.
+    let _ = rt.block_on(bob_voice.unregister(&bob_token, ""));
     drop(alice_voice);
     drop(bob_voice);
+    drop(alice_agent);
+    drop(bob_agent);
     std::thread::sleep(Duration::from_millis(200));
     for (name, wavs) in [("alice", &alice_wavs), ("bob", &bob_wavs)] {
         let list: Vec<PathBuf> = wavs.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -30,6 +30,28 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// Kills the process group that `leader` leads (a child started with
+/// `process_group(0)`), so that the workers a peer forks (Kamailio's, Chromium's)
+/// end with it. A process that leads no group is left to the caller.
+pub fn kill_group(leader: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{leader}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// A test peer, started in a process group of its own (`process_group(0)`); dropping
+/// it kills the whole group, then reaps the child.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        kill_group(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
     let spec = hound::WavSpec {
         channels: 1,

@@ -37,9 +37,19 @@ struct Browser {
     next_id: u64,
 }
 
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Chromium forks renderers and helpers: end its whole process group.
+        if let Some(pid) = self._child.id() {
+            dialtone_tests::kill_group(pid);
+        }
+    }
+}
+
 impl Browser {
     async fn open(url: &str, profile: &std::path::Path) -> Browser {
         let mut child = Command::new("/usr/lib/chromium/chromium")
+            .process_group(0)
             .args([
                 "--headless=new",
                 "--no-sandbox",

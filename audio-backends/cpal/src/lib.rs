@@ -114,14 +114,22 @@ impl Drop for StreamThread {
 pub struct CpalBackend;
 
 impl CpalBackend {
-    /// PulseAudio on Linux when a server is reachable, else the platform's default.
-    fn host() -> cpal::Host {
+    /// PulseAudio on Linux (it also serves PipeWire), else the platform's default
+    /// host. An unreachable PulseAudio server is an error that says so: the backend
+    /// never switches to another host (ALSA) silently.
+    fn host() -> Result<cpal::Host, VoiceError> {
         #[cfg(target_os = "linux")]
-        match cpal::host_from_id(cpal::HostId::PulseAudio) {
-            Ok(h) => return h,
-            Err(e) => tracing::debug!("no PulseAudio host ({e}); using the default host"),
+        {
+            cpal::host_from_id(cpal::HostId::PulseAudio).map_err(|e| {
+                device_error(format!(
+                    "the PulseAudio server is unreachable ({e}); start one or set PULSE_SERVER"
+                ))
+            })
         }
-        cpal::default_host()
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(cpal::default_host())
+        }
     }
 
     fn name_of(d: &cpal::Device) -> String {
@@ -144,7 +152,7 @@ impl CpalBackend {
     /// seconds) would drain the ring in one go and play the rest as silence.
     /// The named input (or output) device, or the default one.
     fn device(name: Option<&str>, input: bool) -> Result<cpal::Device, VoiceError> {
-        let host = Self::host();
+        let host = Self::host()?;
         let kind = if input { "input" } else { "output" };
         match name {
             Some(n) => {
@@ -168,7 +176,7 @@ impl CpalBackend {
 
 impl AudioBackend for CpalBackend {
     fn devices(&self) -> Result<Vec<AudioDeviceInfo>, VoiceError> {
-        let host = Self::host();
+        let host = Self::host()?;
         let default_in = host.default_input_device().map(|d| Self::name_of(&d));
         let default_out = host.default_output_device().map(|d| Self::name_of(&d));
         let mut out = Vec::new();

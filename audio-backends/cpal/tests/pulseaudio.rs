@@ -59,13 +59,27 @@ fn start_pulseaudio() -> PulseServer {
     }
     // this test binary's only test: the process environment is ours to set
     std::env::set_var("PULSE_SERVER", format!("unix:{}", socket.display()));
+    // the server's own cookie (it runs with HOME set to the scratch folder)
+    std::env::set_var("PULSE_COOKIE", dir.join(".config/pulse/cookie"));
     PulseServer { child, dir }
 }
 
 #[test]
 fn a_tone_played_to_the_null_sink_comes_back_from_its_monitor() {
     let _server = start_pulseaudio();
-    let names: Vec<String> = CpalBackend.devices().unwrap().into_iter().map(|d| d.name).collect();
+    // Ready once the server lists the null sink: its socket opens before the module
+    // that makes the sink has loaded.
+    let start = Instant::now();
+    let names = loop {
+        let listed = CpalBackend.devices().map(|d| d.into_iter().map(|d| d.name).collect::<Vec<_>>());
+        match listed {
+            Ok(names) if names.iter().any(|n| n == "dialtone_null") => break names,
+            other if start.elapsed() > Duration::from_secs(15) => {
+                panic!("the null sink never showed up: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
     assert!(names.iter().any(|n| n == "dialtone_null"), "{names:?}");
     assert!(names.iter().any(|n| n == "dialtone_null.monitor"), "{names:?}");
     let e = CpalBackend

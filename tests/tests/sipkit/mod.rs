@@ -5,8 +5,9 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,14 +56,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed when dropped.
-pub struct Peer(pub Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use dialtone_tests::Peer;
 
 /// A development token: the identity grant is all a proxy without token checks reads.
 pub fn token(identity: &str) -> String {
@@ -196,6 +190,7 @@ impl Kamailio {
         std::fs::write(&path, cfg).unwrap();
         let log = std::fs::File::create(dir.0.join("kamailio.log")).unwrap();
         let child = Command::new("kamailio")
+            .process_group(0)
             .args([
                 "-f",
                 path.to_str().unwrap(),

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ fn baresip(dir: &Path, codec: &str, source: &Path, dumps: &Path, target: &str) -
     .unwrap();
     std::fs::write(dir.join("contacts"), "").unwrap();
     let child = Command::new("baresip")
+        .process_group(0)
         .arg("-f")
         .arg(dir)
         .arg("-e")

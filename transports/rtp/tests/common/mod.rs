@@ -33,15 +33,8 @@ impl Drop for Scratch {
     }
 }
 
-/// A child process killed when dropped.
-pub(crate) struct Peer(pub(crate) std::process::Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A child process killed, with its process group, when dropped.
+pub(crate) use dialtone_tests::Peer;
 
 pub(crate) fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.split("\r\n\r\n").next()?.lines().find_map(|l| {
