@@ -2,11 +2,14 @@
 
 It registers USER with the registrar at REGISTRAR (host:port) over TRANSPORT, then
 either calls TARGET (mode `call`) or answers the first incoming call (mode `answer`).
-It plays PLAY (a WAV file) into the call with PCMU and SDES-SRTP (mandatory), records
+It plays PLAY (a WAV file) into the call with PCMU (or PJ_CODEC) and SDES-SRTP (mandatory), records
 what it hears into RECORD, and hangs up HOLD seconds after media is active (mode
 `call`) or waits for the other side to hang up (mode `answer`). One line per event
 on stdout: `listening <host:port>`, `registered`, `incoming <From>`, `confirmed`,
 `media-active`, `disconnected <code>`, `timeout`.
+
+PJ_ADDR (default 127.0.0.1) is the address it binds and advertises for SIP and
+media, and PJ_CODEC (default PCMU/8000) the one codec it enables.
 
 REGISTRAR `direct:host:port` skips registration and sends requests through that
 address (a trunk); `direct:-` has no server at all (a peer a trunk calls). With
@@ -95,8 +98,9 @@ cfg.uaConfig.maxCalls = 2
 ep.libInit(cfg)
 tcfg = pj.TransportConfig()
 tcfg.port = 0
-tcfg.boundAddress = "127.0.0.1"
-tcfg.publicAddress = "127.0.0.1"
+addr = os.environ.get("PJ_ADDR", "127.0.0.1")
+tcfg.boundAddress = addr
+tcfg.publicAddress = addr
 if transport == "tls":
     tcfg.tlsConfig.verifyServer = False
     tcfg.tlsConfig.certFile = os.environ.get("PJ_TLS_CERT", "")
@@ -107,11 +111,11 @@ say(f"listening {ep.transportGetInfo(tid).localName}")
 ep.libStart()
 ep.audDevManager().setNullDev()
 for c in ep.codecEnum2():
-    ep.codecSetPriority(c.codecId, 255 if c.codecId.startswith("PCMU/8000") else 0)
+    ep.codecSetPriority(c.codecId, 255 if c.codecId.startswith(os.environ.get("PJ_CODEC", "PCMU/8000")) else 0)
 
 param = "" if transport == "udp" else f";transport={transport}"
 acfg = pj.AccountConfig()
-acfg.idUri = f"sip:{user}@127.0.0.1"
+acfg.idUri = f"sip:{user}@{addr}"
 direct = registrar.startswith("direct:")
 if direct:
     # No registration: call straight to a server listening at REGISTRAR (a trunk).
@@ -124,8 +128,8 @@ if os.environ.get("PJ_AUTH_USER"):
     acfg.sipConfig.authCreds.append(
         pj.AuthCredInfo("digest", "*", os.environ["PJ_AUTH_USER"], 0, os.environ.get("PJ_AUTH_PASS", ""))
     )
-acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+acfg.mediaConfig.transportConfig.boundAddress = addr
+acfg.mediaConfig.transportConfig.publicAddress = addr
 acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
 acfg.mediaConfig.srtpSecureSignaling = 0
 acfg.natConfig.contactRewriteUse = 0
