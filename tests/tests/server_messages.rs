@@ -205,3 +205,55 @@ async fn insights_events_the_sdks_post_are_stored_and_listed() {
     let (status, e) = rest(http, "GET", "/v1/Insights/Events", Auth::None, "", "").await;
     assert_eq!((status, e["code"].as_u64()), (401, Some(20151)), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_invite_messages_the_caller_and_its_subscriptions() {
+    let scratch = Scratch::new("invite-messages");
+    let srv = Server::start(&sipkit::server_config(&scratch)).await.unwrap();
+    let http = srv.addresses().http;
+    let acct = srv.account().clone();
+    let basic = || Auth::Basic(&acct.account_sid, &acct.auth_token);
+    let calls = format!("/2010-04-01/Accounts/{}/Calls", acct.account_sid);
+    let (hook, mut hooked) = sipkit::http_sink("").await;
+    let mut alice = client(&srv, "alice");
+    let mut bob = client(&srv, "bob");
+    alice.register().await;
+    bob.register().await;
+
+    let call = alice.connect("client:bob", &[]);
+    let invite = bob.invite(10).await;
+    alice.wait_for(10, "ringing", |e| matches!(e, Heard::Ringing)).await;
+    let child = invite.call_sid().to_owned();
+    let path = format!("{calls}/{child}/UserDefinedMessageSubscriptions.json");
+    let (status, sub) = rest(http, "POST", &path, basic(), sipkit::FORM, &form(&[("Callback", &hook)])).await;
+    assert_eq!(status, 201, "{sub}");
+
+    // While it rings: the callee's message reaches the caller, the callee hears it
+    // was delivered, and the subscription on the callee's leg is called back.
+    let id = invite.send_message(CallMessage::new(r#"{"status":"picking up"}"#));
+    assert!(id.starts_with("KX"), "{id}");
+    alice
+        .wait_for(
+            10,
+            "the invite's message",
+            |e| matches!(e, Heard::MessageReceived(c) if c.contains("picking up")),
+        )
+        .await;
+    bob.wait_for(10, "delivery", |e| matches!(e, Heard::MessageSent(s) if *s == id)).await;
+    let f = next_form(&mut hooked).await;
+    assert_eq!(f["CallSid"], child, "{f:?}");
+    assert!(f["Content"].contains("picking up"), "{f:?}");
+    assert_eq!(call.state(), dialtone_core::CallState::Ringing);
+
+    // Too big fails through the delegate (31212) without reaching the wire.
+    let big = invite.send_message(CallMessage::new(format!(r#"{{"x":"{}"}}"#, "y".repeat(11 * 1024))));
+    bob.wait_for(10, "refusal", |e| matches!(e, Heard::MessageFailed(s, 31212) if *s == big)).await;
+
+    // Once accepted, the invite sends nothing (an empty SID); the call carries messages.
+    let answered = invite.accept(bob.delegate());
+    alice.wait_for(10, "connected", |e| matches!(e, Heard::Connected)).await;
+    assert_eq!(invite.send_message(CallMessage::new("{}")), "");
+    call.disconnect();
+    bob.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(None))).await;
+    drop(answered);
+}

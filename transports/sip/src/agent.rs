@@ -228,6 +228,7 @@ impl SipAgent {
             queued: Vec::new(),
             signaling_addrs: None,
             media_losses: 0,
+            invite_messages: HashMap::new(),
         };
         tokio::spawn(driver.run());
         Arc::new(SipAgent { shared })
@@ -314,6 +315,9 @@ struct Driver {
     signaling_addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// Media losses so far (numbers each one's deadline).
     media_losses: u64,
+    /// Call messages sent from pending invites: (SIP call, INFO id) to the invite's
+    /// call SID and the message's voice event SID.
+    invite_messages: HashMap<(CallId, u64), (String, String)>,
 }
 
 fn conn_lost() -> VoiceError {
@@ -1131,17 +1135,34 @@ impl Driver {
                 }
             }
             InviteCommand::SendMessage(m) => {
-                if let Some(l) = self.link() {
-                    l.invite_event(
-                        sid,
-                        InviteEvent::MessageFailed(
-                            m.voice_event_sid().unwrap_or("").to_owned(),
-                            VoiceError::new(
-                                ErrorCode::CallMessageUnexpectedState,
-                                "messages can be sent once the invite is accepted",
-                            ),
-                        ),
-                    );
+                // INFO in the early dialog of the pending invite; the server relays
+                // it to the caller.
+                let ves = m.voice_event_sid().unwrap_or("").to_owned();
+                let (ct, headers, body) = wire::message_info(&m);
+                let sent = match (self.pending.get(sid), self.ua.as_mut()) {
+                    (Some(p), Some(ua)) if self.sender.is_some() => {
+                        ua.info(p.ua, &ct, &headers, &body, now).map(|n| (p.ua, n))
+                    }
+                    _ => None,
+                };
+                match sent {
+                    Some(key) => {
+                        self.invite_messages.insert(key, (sid.to_owned(), ves));
+                    }
+                    None => {
+                        if let Some(l) = self.link() {
+                            l.invite_event(
+                                sid,
+                                InviteEvent::MessageFailed(
+                                    ves,
+                                    VoiceError::new(
+                                        ErrorCode::CallMessageUnexpectedState,
+                                        "the invite cannot carry messages now",
+                                    ),
+                                ),
+                            );
+                        }
+                    }
                 }
             }
             _ => {}
@@ -1319,6 +1340,16 @@ impl Driver {
             }
             UaEvent::Info { call, request } => self.on_info(call, &request),
             UaEvent::InfoResult { call, id, result } => {
+                if let Some((sid, ves)) = self.invite_messages.remove(&(call, id)) {
+                    let event = match result {
+                        Ok(()) => InviteEvent::MessageSent(ves),
+                        Err(f) => InviteEvent::MessageFailed(ves, wire::failure_to_error(&f, false)),
+                    };
+                    if let Some(l) = self.link() {
+                        l.invite_event(&sid, event);
+                    }
+                    return;
+                }
                 let Some(c) = self.by_ua.get(&call).and_then(|u| self.calls.get_mut(u)) else { return };
                 let Some(sid) = c.messages.remove(&id) else { return };
                 match result {
@@ -1384,6 +1415,13 @@ impl Driver {
             wire::InfoContent::Message(m) => {
                 if let Some(c) = self.by_ua.get(&call).and_then(|u| self.calls.get(u)) {
                     c.link.deliver(CallEvent::MessageReceived(m));
+                } else if let Some(sid) =
+                    self.pending.iter().find(|(_, p)| p.ua == call).map(|(s, _)| s.clone())
+                {
+                    // the caller's message to an invite not yet answered
+                    if let Some(l) = self.link() {
+                        l.invite_event(&sid, InviteEvent::MessageReceived(m));
+                    }
                 }
             }
             wire::InfoContent::Digits(d) => {

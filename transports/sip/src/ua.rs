@@ -694,11 +694,28 @@ impl UserAgent {
             100 => call.provisional_seen = true,
             101..=199 => {
                 call.provisional_seen = true;
+                // A provisional with a To tag makes an early dialog (RFC 3261 §12.1):
+                // the callee side may send INFO in it (a call message from a pending
+                // invite). Each leg of a B2BUA has one early dialog.
+                let tagged = resp
+                    .header("To")
+                    .and_then(|t| NameAddr::parse(t).ok())
+                    .is_some_and(|n| n.tag().is_some());
+                if call.dialog.is_none() && tagged {
+                    if let Some(invite) = call.invite.clone() {
+                        call.dialog = uac_dialog(&invite, resp);
+                    }
+                }
                 self.events.push_back(UaEvent::Progress { call: id, response: resp.clone() });
             }
             200..=299 => {
                 let Some(invite) = call.invite.clone() else { return };
-                let dialog = uac_dialog(&invite, resp);
+                let early_seq = call.dialog.as_ref().map_or(0, |d| d.local_seq);
+                let mut dialog = uac_dialog(&invite, resp);
+                if let Some(d) = dialog.as_mut() {
+                    // requests sent in the early dialog used CSeq numbers already
+                    d.local_seq = d.local_seq.max(early_seq);
+                }
                 call.dialog = dialog;
                 let ack = self.build_ack(id, &invite);
                 let Some(call) = self.calls.get_mut(&id) else { return };
@@ -895,8 +912,12 @@ impl UserAgent {
         body: &[u8],
         now: Instant,
     ) -> Option<u64> {
-        let confirmed = self.calls.get(&id).is_some_and(|c| c.state == CallState::Confirmed);
-        if !confirmed {
+        // A confirmed dialog, or an early one (a call message from a pending invite,
+        // relayed by a B2BUA to its caller).
+        let usable = self.calls.get(&id).is_some_and(|c| {
+            c.state == CallState::Confirmed || (c.state == CallState::Early && c.dialog.is_some())
+        });
+        if !usable {
             return None;
         }
         let mut req = self.in_dialog_request(id, Method::Info)?;
