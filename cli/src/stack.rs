@@ -18,7 +18,7 @@ use dialtone_core::{
     AcceptOptions, AcceptOptionsBuilder, AudioOptions, Config, ConnectOptions, ConnectOptionsBuilder,
     ErrorCode, InsightsSink, NotificationDelegate, PreferredCodec, Registry, Voice, VoiceError,
 };
-use dialtone_sip::{AgentConfig, SipAgent};
+use dialtone_sip_agent::{AgentConfig, SipAgent};
 
 /// The shared speech recordings next to the repository (`../shared/audio`), or
 /// `DIALTONE_SHARED_AUDIO`.

@@ -14,7 +14,7 @@ use dialtone_core::config::ServerConfig;
 use dialtone_core::parts::{AudioCapturer, AudioCodec, AudioRenderer, MediaSessionConfig, TransportTarget};
 use dialtone_core::{Config, NotificationDelegate, Voice, VoiceError};
 use dialtone_server::Server;
-use dialtone_sip::{AgentConfig, SipAgent};
+use dialtone_sip_agent::{AgentConfig, SipAgent};
 
 /// Starts the embedded server on free loopback ports with a scratch data directory.
 pub async fn dev_server(name: &str) -> Result<Server, String> {

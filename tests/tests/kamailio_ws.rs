@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dialtone_core::parts::{TlsSettings, TransportTarget};
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
-use dialtone_sip::AgentConfig;
+use dialtone_sip_agent::AgentConfig;
 use sipkit::{rms, Client, Heard, Kamailio, NoDtmfEngine, Relay};
 
 fn ws() -> Arc<WsTransport> {

@@ -17,7 +17,7 @@ use dialtone_core::parts::TransportTarget;
 use dialtone_core::{CallState, PreferredCodec};
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_server::Server;
-use dialtone_sip::AgentConfig;
+use dialtone_sip_agent::AgentConfig;
 use dialtone_transport_ws::WsTransport;
 use sipkit::{rms, Client, Heard, Scratch};
 

@@ -19,7 +19,7 @@ use dialtone_core::parts::{
 };
 use dialtone_core::*;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
-use dialtone_sip::{AgentConfig, SipAgent};
+use dialtone_sip_agent::{AgentConfig, SipAgent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child as TokioChild, ChildStdin, Command as TokioCommand};

@@ -1,7 +1,8 @@
 //! # dialtone-sip
 //!
-//! SIP (RFC 3261) as a sans-IO protocol core, and the async agent that carries the
-//! Dialtone call model over it.
+//! SIP (RFC 3261) as a sans-IO protocol core: no sockets, no tokio, no clock of its
+//! own. The tokio shell that carries the Dialtone call model over it is
+//! `dialtone-sip-agent`, as quinn wraps quinn-proto.
 //!
 //! - [`message`]: parsing and serializing messages (compact forms, folding, lists,
 //!   bodies by Content-Length), stream framing and RFC 5626 keepalives.
@@ -14,14 +15,10 @@
 //!   the next wake-up out.
 //! - [`wire`]: how the call model rides on SIP (call SID, custom parameters, STIR
 //!   status, access token, error codes).
-//! - [`agent`]: the tokio shell: a [`dialtone_core::VoiceBackend`] that moves bytes
-//!   between a [`dialtone_core::parts::SignalingTransport`] and the user agent and
-//!   media between the user agent and a [`dialtone_core::parts::MediaEngine`].
 //!
 //! Everything except `agent` is free of IO and of clocks: tests drive it on virtual
 //! time.
 
-pub mod agent;
 pub mod digest;
 pub mod header;
 pub mod message;
@@ -29,6 +26,5 @@ pub mod transaction;
 pub mod ua;
 pub mod wire;
 
-pub use agent::{AgentConfig, SipAgent};
 pub use message::{Message, Method, ParseError, StreamFramer};
 pub use ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};

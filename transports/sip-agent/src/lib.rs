@@ -1,5 +1,9 @@
-//! The async shell around the sans-IO [`UserAgent`]: a [`VoiceBackend`] that carries
-//! the call model over SIP.
+//! # dialtone-sip-agent
+//!
+//! The tokio shell around the sans-IO SIP core (`dialtone-sip`'s [`UserAgent`]), as
+//! quinn wraps quinn-proto: a [`VoiceBackend`] that carries the Dialtone call model
+//! over SIP, moving bytes between a [`SignalingTransport`] and the user agent and
+//! media between the user agent and a [`MediaEngine`].
 //!
 //! One driver task owns the user agent and the connection's sending half. Everything
 //! else reaches it as a command on a channel: the application's requests (register,
@@ -15,6 +19,8 @@
 //! with a re-INVITE over the new connection (carrying the new Contact); the answer
 //! reports reconnected. After the reconnect window (30 s) the remaining calls end
 //! with 53001.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,11 +39,11 @@ use dialtone_core::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::header::Uri;
-use crate::message::Message;
-use crate::transaction::Timers;
-use crate::ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};
-use crate::wire;
+use dialtone_sip::header::Uri;
+use dialtone_sip::message::Message;
+use dialtone_sip::transaction::Timers;
+use dialtone_sip::ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};
+use dialtone_sip::wire;
 
 /// How a [`SipAgent`] reaches its server.
 #[derive(Clone, Debug)]
@@ -68,7 +74,7 @@ impl AgentConfig {
             register_expires: 600,
             keepalive_interval: Some(Duration::from_secs(25)),
             reconnect_window: Duration::from_secs(30),
-            max_message_size: crate::message::DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: dialtone_sip::message::DEFAULT_MAX_MESSAGE_SIZE,
             timers: Timers::default(),
         }
     }
@@ -1360,8 +1366,10 @@ impl Driver {
                 }
             }
             UaEvent::Malformed(e) => tracing::warn!(error = %e, "malformed SIP input"),
-            // Only a server-mode user agent hands requests up.
+            // Only a server-mode user agent hands requests up; later kinds of event
+            // are not the client's business until this agent learns them.
             UaEvent::Request { .. } | UaEvent::UnknownDialog { .. } => {}
+            _ => {}
         }
     }
 
