@@ -10,25 +10,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod proc;
+
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dialtone"))
-}
+use proc::{bin, lines, wait_line, Killed};
 
 fn scratch(name: &str) -> PathBuf {
     let home = std::env::temp_dir().join(format!("dialtone-cfg-{name}-{}", std::process::id()));
@@ -38,15 +27,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn g722_library() -> PathBuf {
-    let status =
-        Command::new(env!("CARGO")).args(["build", "-q", "-p", "dialtone-plugin-g722"]).status().unwrap();
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let lib = target.join("debug/libdialtone_plugin_g722.so");
-    assert!(lib.exists(), "{}", lib.display());
-    lib
+    dialtone_tests::build_plugin("dialtone-plugin-g722")
 }
 
 /// A token naming `identity`, unsigned: the test's socket verifies nothing.
@@ -141,27 +122,6 @@ fn media_and_codecs_sections_shape_the_offer() {
     assert_eq!(first_pt, "8", "PCMA (payload type 8) comes first: {m}");
     assert!(!invite.contains("opus/48000"), "Opus is not configured: {invite}");
     let _ = std::fs::remove_dir_all(&home);
-}
-
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool, what: &str) -> String {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) if pred(&l) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("no {what}"),
-        }
-    }
 }
 
 #[test]

@@ -30,6 +30,25 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// Builds a plugin package of the workspace (`cargo build -p PACKAGE`) and returns
+/// its library, `target/debug/lib<package>.so` (or under `CARGO_TARGET_DIR`).
+///
+/// # Panics
+/// If the build fails or makes no library: a plugin test without its plugin cannot pass.
+pub fn build_plugin(package: &str) -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    assert!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let lib = target.join("debug").join(format!("lib{}.so", package.replace('-', "_")));
+    assert!(lib.exists(), "{} was not built", lib.display());
+    lib
+}
+
 /// Kills the process group that `leader` leads (a child started with
 /// `process_group(0)`), so that the workers a peer forks (Kamailio's, Chromium's)
 /// end with it. A process that leads no group is left to the caller.

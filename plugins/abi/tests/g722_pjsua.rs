@@ -17,13 +17,7 @@ use dialtone_tests::{pesq, python, segmental_snr_db, shared_audio_dir, speech};
 use tokio::net::UdpSocket;
 
 fn g722_library() -> PathBuf {
-    let status =
-        Command::new(env!("CARGO")).args(["build", "-q", "-p", "dialtone-plugin-g722"]).status().unwrap();
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("debug/libdialtone_plugin_g722.so")
+    dialtone_tests::build_plugin("dialtone-plugin-g722")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,7 @@ use dialtone_rtp::session::{FrameSource, RtpSession, SessionConfig};
 
 /// Builds a plugin crate and returns its shared library.
 fn build(package: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", package]).status().unwrap();
-    assert!(status.success(), "cargo build -p {package} failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let lib = target.join("debug").join(format!("lib{}.so", package.replace('-', "_")));
-    assert!(lib.exists(), "{} was not built", lib.display());
-    lib
+    dialtone_tests::build_plugin(package)
 }
 
 #[test]

@@ -167,6 +167,7 @@ impl MediaEngine for RtpEngine {
         let bound = socket
             .local_addr()
             .map_err(|e| VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("media socket: {e}")))?;
+        mark_dscp(&socket, config.enable_dscp);
         // SDP names the advertised address with the bound port
         let local_addr = SocketAddr::new(advertised, bound.port());
         tracing::debug!(%bound, %local_addr, "media socket");
@@ -242,6 +243,20 @@ struct RtpMediaSession {
     events_tx: mpsc::UnboundedSender<MediaEvent>,
     events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<MediaEvent>>,
     stop: Arc<Notify>,
+}
+
+/// DSCP EF (46), as the TOS byte: the class voice is marked with (RFC 4594).
+const DSCP_EF_TOS: u32 = 46 << 2;
+
+/// Marks the socket's packets DSCP EF when asked (`media.enable_dscp`, or the call's
+/// `enable_dscp` option). IPv4 only: an IPv6 socket's traffic class stays unmarked.
+fn mark_dscp(socket: &UdpSocket, enable: bool) {
+    let is_v4 = socket.local_addr().is_ok_and(|a| a.is_ipv4());
+    if enable && is_v4 {
+        if let Err(e) = socket.set_tos_v4(DSCP_EF_TOS) {
+            tracing::debug!("cannot mark media DSCP EF: {e}");
+        }
+    }
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
@@ -704,4 +719,37 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register::<dyn MediaEngine>("rtp", |config| {
         Ok(Arc::new(RtpEngine::new(RtpEngineConfig::from_config(config))))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn media_sockets_bind_all_interfaces_and_carry_dscp_ef_when_asked() {
+        let engine = RtpEngine::default();
+        let s = engine.bind(IpAddr::from([127, 0, 0, 1])).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.local_addr().unwrap_or_else(|e| panic!("{e}")).ip().is_unspecified());
+        mark_dscp(&s, true);
+        assert_eq!(s.tos_v4().unwrap_or_else(|e| panic!("{e}")), 0xB8);
+        let s = engine.bind(IpAddr::from([127, 0, 0, 1])).await.unwrap_or_else(|e| panic!("{e}"));
+        mark_dscp(&s, false);
+        assert_eq!(s.tos_v4().unwrap_or_else(|e| panic!("{e}")), 0);
+    }
+
+    #[tokio::test]
+    async fn the_advertised_address_is_configured_else_the_signaling_interface() {
+        let mut cfg = RtpEngineConfig::default();
+        let signaling =
+            Some((SocketAddr::from(([10, 9, 8, 7], 5000)), SocketAddr::from(([10, 9, 8, 1], 5066))));
+        let engine = RtpEngine::new(cfg.clone());
+        assert_eq!(engine.advertised_ip(signaling).await.ok(), Some(IpAddr::from([10, 9, 8, 7])));
+        assert_eq!(engine.advertised_ip(None).await.ok(), Some(IpAddr::from([127, 0, 0, 1])));
+        cfg.advertised = Some("192.0.2.10".into());
+        let engine = RtpEngine::new(cfg.clone());
+        assert_eq!(engine.advertised_ip(signaling).await.ok(), Some(IpAddr::from([192, 0, 2, 10])));
+        cfg.advertised = Some("localhost".into());
+        let engine = RtpEngine::new(cfg);
+        assert!(engine.advertised_ip(signaling).await.is_ok_and(|ip| ip.is_loopback()));
+    }
 }

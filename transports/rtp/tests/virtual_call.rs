@@ -357,6 +357,72 @@ fn rtcp_gives_both_sides_a_round_trip_time() {
 }
 
 #[test]
+fn media_that_stops_is_reported_lost_and_restored_and_stats_stay_honest() {
+    use dialtone_rtp::session::Liveness;
+    let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
+    b.set_media_timeout(Some(Duration::from_secs(2)));
+    let t0 = Instant::now();
+    let mut out = vec![0i16; 160];
+    let mut events = Vec::new();
+    // 0-1 s: nothing arrives (the watch starts with the session); 1-3 s: media; 3-6 s:
+    // the path is cut; 6-7 s: media again.
+    for k in 0..350u32 {
+        let now = t0 + FRAME * k;
+        let ms = k * 20;
+        let sent = a.send_frame(&[2000i16; 160], now).unwrap();
+        if (1000..3000).contains(&ms) || ms >= 6000 {
+            for d in sent {
+                b.receive(&d, addr(4000), now);
+            }
+        }
+        b.play_frame(&mut out, now);
+        if let Some(l) = b.poll_liveness(now) {
+            events.push((ms, l));
+        }
+        if ms == 900 {
+            // before any packet: no MOS, nothing received
+            let r = &b.stats().remote_audio_tracks[0];
+            assert_eq!((r.mos, r.packets_received), (None, 0));
+        }
+        if ms == 2500 {
+            assert!(b.stats().remote_audio_tracks[0].mos.is_some_and(|m| m > 4.0));
+        }
+        if ms == 5500 {
+            assert_eq!(b.stats().remote_audio_tracks[0].mos, None, "no MOS while media is lost");
+        }
+    }
+    // lost 2 s after the last packet (at 2.98 s), restored with the first one back
+    assert_eq!(events, vec![(4980, Liveness::Lost), (6000, Liveness::Restored)], "{events:?}");
+    assert!(b.stats().remote_audio_tracks[0].packets_received > 100);
+}
+
+#[test]
+fn a_session_on_hold_is_not_watched_and_latching_needs_authentic_packets() {
+    let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Off);
+    b.set_media_timeout(Some(Duration::from_secs(1)));
+    b.set_direction(Direction::SendOnly);
+    let t0 = Instant::now();
+    for k in 0..200u32 {
+        assert_eq!(b.poll_liveness(t0 + FRAME * k), None, "a held session expects nothing");
+    }
+    // Plain RTP: the peer's stream latches; another SSRC from elsewhere never moves it.
+    let now = t0 + FRAME * 200;
+    let d = a.send_frame(&[100i16; 160], now).unwrap().remove(0);
+    b.receive(&d, addr(4444), now);
+    assert_eq!(b.remote_addr(), addr(4444), "latched to the source of the peer's packets");
+    let (mut stranger, _) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Off);
+    let mut other = stranger.send_frame(&[100i16; 160], now).unwrap().remove(0);
+    other[8..12].copy_from_slice(&0x5555_5555u32.to_be_bytes()); // another SSRC
+    b.receive(&other, addr(6666), now);
+    assert_eq!(b.remote_addr(), addr(4444), "a stranger's packet does not move the peer");
+    assert_eq!(b.drops().foreign, 1);
+    // The peer itself moving (a phone changing networks) is followed.
+    let d = a.send_frame(&[100i16; 160], now + FRAME).unwrap().remove(0);
+    b.receive(&d, addr(7777), now + FRAME);
+    assert_eq!(b.remote_addr(), addr(7777));
+}
+
+#[test]
 fn mute_sends_silence_and_hold_stops_playback() {
     let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Off);
     let t0 = Instant::now();
