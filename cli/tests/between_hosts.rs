@@ -299,27 +299,16 @@ fn read_wav(path: &Path, rate: u32) -> Vec<i16> {
 }
 
 /// Scores `seconds` of a recording from `from_s` on against the looped speech that
-/// was sent: the piece is found in the loop, then scored by segmental SNR (dB) and
-/// PESQ (wideband at 16 kHz, narrowband at 8 kHz). Silence, noise or the wrong
-/// audio score near 0 dB and near 1.
+/// was sent ([`dialtone_tests::speech_score`]): segmental SNR (dB) and PESQ.
 fn score(recording: &[i16], rate: u32, from_s: f64, seconds: f64) -> (f64, f64) {
-    let speech = dialtone_tests::speech(rate);
     let r = f64::from(rate);
-    let start = (from_s * r) as usize;
-    let len = (seconds * r) as usize;
+    let (start, len) = ((from_s * r) as usize, (seconds * r) as usize);
     assert!(
         recording.len() >= start + len,
         "the recording has {:.1} s; {from_s:.1} s + {seconds:.1} s are to be scored",
         recording.len() as f64 / r
     );
-    let piece = &recording[start..start + len];
-    let looped: Vec<i16> = speech.iter().chain(speech.iter()).chain(speech.iter()).copied().collect();
-    // where in the loop the piece is: the loop "trails" the piece by that offset
-    let offset = dialtone_tests::best_lag(piece, &looped, speech.len());
-    let reference = &looped[offset..offset + len];
-    let snr = dialtone_tests::segmental_snr_db(reference, piece, rate as usize / 4, rate as usize / 20);
-    let pesq = dialtone_tests::pesq(reference, piece, rate);
-    (snr, pesq)
+    dialtone_tests::speech_score(&recording[start..start + len], rate, rate)
 }
 
 fn assert_speech(who: &str, recording: &[i16], rate: u32, from_s: f64, seconds: f64) {

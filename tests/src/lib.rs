@@ -230,6 +230,53 @@ pub fn aligned_correlation(reference: &[i16], received: &[i16], max_lag: usize) 
     sab / (saa.sqrt() * sbb.sqrt()).max(f64::MIN_POSITIVE)
 }
 
+/// Averages blocks of `factor` samples: a crude low-pass and decimation, enough to
+/// compare a 48 kHz rendering with the shared speech at 16 or 8 kHz.
+pub fn decimate(samples: &[i16], factor: usize) -> Vec<i16> {
+    let f = factor.max(1);
+    samples
+        .chunks_exact(f)
+        .map(|c| (c.iter().map(|&x| i32::from(x)).sum::<i32>() / f as i32) as i16)
+        .collect()
+}
+
+/// How speech that was sent as the looped shared recording came through: up to four
+/// seconds of `received` (at `rate`, 8000 to 48000 Hz) are brought to `speech_rate`
+/// (16000 for wideband codecs, 8000 for G.711), found in the loop, and scored by
+/// segmental SNR (dB) and PESQ. Silence, noise, the wrong rate or the wrong audio
+/// score near 0 dB and a PESQ near 1; speech through a codec scores well above.
+///
+/// # Panics
+/// If fewer than two seconds are given, or the measure cannot run.
+pub fn speech_score(received: &[i16], rate: u32, speech_rate: u32) -> (f64, f64) {
+    assert!(rate % speech_rate == 0, "{rate} Hz is not a multiple of {speech_rate} Hz");
+    let piece = decimate(received, (rate / speech_rate) as usize);
+    let r = speech_rate as usize;
+    assert!(piece.len() >= 2 * r, "{:.2} s of audio; at least 2 s are scored", piece.len() as f64 / r as f64);
+    let piece = &piece[..piece.len().min(4 * r)];
+    let reference = speech(speech_rate);
+    let looped: Vec<i16> =
+        reference.iter().chain(reference.iter()).chain(reference.iter()).copied().collect();
+    // where in the loop the piece is: the loop "trails" the piece by that offset
+    let offset = best_lag(piece, &looped, reference.len());
+    let aligned = &looped[offset..offset + piece.len()];
+    let snr = segmental_snr_db(aligned, piece, r / 4, r / 20);
+    (snr, pesq(aligned, piece, speech_rate))
+}
+
+/// Asserts that `received` holds the shared speech ([`speech_score`]): segmental SNR
+/// over 5 dB and PESQ over 2.5.
+pub fn assert_speech(who: &str, received: &[i16], rate: u32, speech_rate: u32) {
+    let (snr, pesq) = speech_score(received, rate, speech_rate);
+    tracing_free_log(&format!("{who}: segmental SNR {snr:.1} dB, PESQ {pesq:.2}"));
+    assert!(snr > 5.0 && pesq > 2.5, "{who}: no clean speech (segmental SNR {snr:.1} dB, PESQ {pesq:.2})");
+}
+
+#[allow(clippy::print_stderr)]
+fn tracing_free_log(line: &str) {
+    eprintln!("{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
