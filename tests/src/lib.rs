@@ -260,8 +260,19 @@ pub fn speech_score(received: &[i16], rate: u32, speech_rate: u32) -> (f64, f64)
     // where in the loop the piece is: the loop "trails" the piece by that offset
     let offset = best_lag(piece, &looped, reference.len());
     let aligned = &looped[offset..offset + piece.len()];
-    let snr = segmental_snr_db(aligned, piece, r / 4, r / 20);
+    // The delay may drift during a call (an adaptive jitter buffer): each segment is
+    // aligned on its own within 100 ms either way of the whole piece's alignment.
+    let slack = r / 10;
+    let later = &looped[offset + slack..offset + piece.len() - slack];
+    let snr = segmental_snr_db(later, piece, r / 4, 2 * slack);
     (snr, pesq(aligned, piece, speech_rate))
+}
+
+/// `samples` without its first `head` and last `tail` samples (a call's set-up and
+/// hang-up), or nothing when it is shorter than that.
+pub fn middle(samples: &[i16], head: usize, tail: usize) -> &[i16] {
+    let end = samples.len().saturating_sub(tail);
+    samples.get(head..end.max(head)).unwrap_or(&[])
 }
 
 /// Asserts that `received` holds the shared speech ([`speech_score`]): segmental SNR

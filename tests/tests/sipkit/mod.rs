@@ -653,7 +653,7 @@ impl Pjsua {
             .args([mode, wire, registrar, "pjsua", target])
             .arg(&play)
             .arg(&record)
-            .args(["3", "40"])
+            .args(["4", "40"])
             .env("PJ_TLS_CERT", cert)
             .env("PJ_TLS_KEY", key)
             .envs(env.iter().copied())
