@@ -201,3 +201,28 @@ fn a_plugin_codec_named_only_in_the_file_carries_a_call() {
     }
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn the_client_transport_and_audio_backend_are_chosen_by_name() {
+    let home = scratch("names");
+    for (toml, key, name) in [
+        ("[client]\ntransport = \"carrier-pigeon\"\n", "client.transport", "carrier-pigeon"),
+        ("[audio]\nbackend = \"gramophone\"\n", "audio.backend", "gramophone"),
+        ("[media]\nengine = \"tin-can\"\n", "media.engine", "tin-can"),
+    ] {
+        let cfg = home.join("dialtone.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let out = bin()
+            .args(["call", "--identity", "alice", "--to", "client:bob", "--duration", "1"])
+            .args(["--server", "ws://127.0.0.1:9", "--config", cfg.to_str().unwrap()])
+            .args(["--token", &unsigned_token("alice")])
+            .env("DIALTONE_HOME", &home)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{toml}");
+        // one line naming the key, the missing name and what is registered
+        assert!(stderr.contains(key) && stderr.contains(name) && stderr.contains("registered:"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
