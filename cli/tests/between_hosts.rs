@@ -26,6 +26,16 @@ use serde_json::Value;
 
 const SERVER_IP: &str = "198.18.1.2";
 
+/// An address on lab network `n`: 198.18.N.H/24, or 2001:db8:N::H/64 (the
+/// documentation range) for IPv6.
+fn lab_addr(v6: bool, n: usize, host: u8) -> (String, String) {
+    if v6 {
+        (format!("2001:db8:{n}::{host}"), "64".into())
+    } else {
+        (format!("198.18.{n}.{host}"), "24".into())
+    }
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_dialtone")
 }
@@ -106,6 +116,9 @@ struct World {
     udp_port: u16,
     rate: u32,
     hosts: usize,
+    v6: bool,
+    /// Each client's stderr, read on a thread (a full pipe would stall the client).
+    logs: std::collections::HashMap<usize, std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl World {
@@ -116,6 +129,19 @@ impl World {
 
     /// Clients at `rate` Hz; `server_toml` is added to the server's `[server]`.
     fn with(name: &str, rate: u32, server_toml: &str, client_toml: &str) -> World {
+        World::build(name, rate, server_toml, client_toml, false)
+    }
+
+    /// Every host on IPv6 only.
+    fn v6(name: &str) -> World {
+        World::build(name, 16_000, "", "", true)
+    }
+
+    fn server_ip(&self) -> String {
+        lab_addr(self.v6, 1, 2).0
+    }
+
+    fn build(name: &str, rate: u32, server_toml: &str, client_toml: &str, v6: bool) -> World {
         assert!(speech_file(rate).exists(), "{} is the shared speech", speech_file(rate).display());
         let home = std::env::temp_dir().join(format!("dialtone-hosts-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
@@ -124,8 +150,9 @@ impl World {
         let router = lab.host("router");
         lab.forwarding(&router);
         let server_ns = lab.host("server");
-        lab.link(&router, "198.18.1.1/24", &server_ns, &format!("{SERVER_IP}/24"));
-        lab.default_route(&server_ns, "198.18.1.1");
+        let ((gw, len), (ip, _)) = (lab_addr(v6, 1, 1), lab_addr(v6, 1, 2));
+        lab.link(&router, &format!("{gw}/{len}"), &server_ns, &format!("{ip}/{len}"));
+        lab.default_route(&server_ns, &gw);
         let client_cfg = home.join("client.toml");
         std::fs::write(&client_cfg, format!("[audio]\nsample_rate = {rate}\n{client_toml}")).unwrap();
         let mut w = World {
@@ -139,6 +166,8 @@ impl World {
             udp_port: 0,
             rate,
             hosts: 1,
+            v6,
+            logs: std::collections::HashMap::new(),
         };
         w.start_server(server_toml);
         w
@@ -152,10 +181,15 @@ impl World {
             let _ = c.wait();
         }
         let server_cfg = self.home.join("server.toml");
+        let (bind, public) = if self.v6 {
+            ("::".to_owned(), format!("[{}]", self.server_ip()))
+        } else {
+            ("0.0.0.0".to_owned(), self.server_ip())
+        };
         std::fs::write(
             &server_cfg,
             format!(
-                "[server]\nbind = \"0.0.0.0\"\npublic_host = \"{SERVER_IP}\"\n\
+                "[server]\nbind = \"{bind}\"\npublic_host = \"{public}\"\n\
                  sip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n{extra}"
             ),
         )
@@ -178,7 +212,8 @@ impl World {
                 udp = Some(port_of(&l));
             }
         }
-        self.ws_url = format!("ws://{SERVER_IP}:{}", ws.unwrap());
+        let host = if self.v6 { format!("[{}]", self.server_ip()) } else { self.server_ip() };
+        self.ws_url = format!("ws://{host}:{}", ws.unwrap());
         self.udp_port = udp.unwrap();
     }
 
@@ -192,9 +227,9 @@ impl World {
         self.hosts += 1;
         let n = self.hosts + 1;
         let ns = self.lab.host(name);
-        let ip = format!("198.18.{n}.2");
-        let (_, ifname) = self.lab.link(&self.router, &format!("198.18.{n}.1/24"), &ns, &format!("{ip}/24"));
-        self.lab.default_route(&ns, &format!("198.18.{n}.1"));
+        let ((gw, len), (ip, _)) = (lab_addr(self.v6, n, 1), lab_addr(self.v6, n, 2));
+        let (_, ifname) = self.lab.link(&self.router, &format!("{gw}/{len}"), &ns, &format!("{ip}/{len}"));
+        self.lab.default_route(&ns, &gw);
         (ns, ip, ifname)
     }
 
@@ -232,6 +267,18 @@ impl World {
         }
         let i = self.lab.spawn(cmd);
         let ev = Events::new(lines(self.lab.child(i)), who);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(err) = self.lab.child(i).stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = log.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            });
+        }
+        self.logs.insert(i, log);
         (i, ev)
     }
 
@@ -277,12 +324,9 @@ impl World {
         }
     }
 
+    /// What a client wrote to stderr so far.
     fn stderr(&mut self, i: usize) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.lab.child(i).stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-        }
-        s
+        self.logs.get(&i).map(|l| l.lock().unwrap().clone()).unwrap_or_default()
     }
 }
 
@@ -340,8 +384,9 @@ fn call_and_score(w: &mut World, alice_ns: &str, bob_ns: &str) {
     assert!(w.exit_status(bob, 30).success(), "bob: {}", w.stderr(bob));
     alice_ev.drain(5);
     bob_ev.drain(5);
+    let logs = format!("alice's stderr:\n{}\nbob's stderr:\n{}", w.stderr(alice), w.stderr(bob));
     for ev in [&alice_ev, &bob_ev] {
-        assert!(!ev.names().contains(&"reconnecting".to_owned()), "{}: {:?}", ev.who, ev.names());
+        assert!(!ev.names().contains(&"reconnecting".to_owned()), "{}: {:?}\n{logs}", ev.who, ev.names());
         let got = stats_received(ev);
         assert!(got.last().is_some_and(|&n| n > 100), "{} received {got:?} packets", ev.who);
         let mos: Vec<f64> = ev
@@ -359,6 +404,14 @@ fn call_and_score(w: &mut World, alice_ns: &str, bob_ns: &str) {
 #[test]
 fn two_clients_on_two_hosts_and_the_server_on_a_third() {
     let mut w = World::new("three", "");
+    let (a, _) = w.open_host("alice");
+    let (b, _) = w.open_host("bob");
+    call_and_score(&mut w, &a, &b);
+}
+
+#[test]
+fn two_clients_and_the_server_on_an_ipv6_only_network() {
+    let mut w = World::v6("ipv6");
     let (a, _) = w.open_host("alice");
     let (b, _) = w.open_host("bob");
     call_and_score(&mut w, &a, &b);

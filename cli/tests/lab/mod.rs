@@ -70,20 +70,35 @@ impl Lab {
         run(Command::new("ip")
             .args(["-n", a, "link", "add", &ia, "type", "veth", "peer", "name", &ib, "netns", b]));
         for (ns, ifname, addr) in [(a, &ia, a_addr), (b, &ib, b_addr)] {
-            run(Command::new("ip").args(["-n", ns, "addr", "add", addr, "dev", ifname]));
+            let mut cmd = Command::new("ip");
+            cmd.args(["-n", ns, "addr", "add", addr, "dev", ifname]);
+            if addr.contains(':') {
+                // no duplicate address detection: the address is usable at once
+                cmd.arg("nodad");
+            }
+            run(&mut cmd);
             run(Command::new("ip").args(["-n", ns, "link", "set", ifname, "up"]));
         }
         (ia, ib)
     }
 
-    /// Sets a host's default route.
+    /// Sets a host's default route (IPv4 or IPv6, by the gateway's address).
     pub fn default_route(&self, ns: &str, via: &str) {
-        run(Command::new("ip").args(["-n", ns, "route", "add", "default", "via", via]));
+        let family = if via.contains(':') { "-6" } else { "-4" };
+        run(Command::new("ip").args(["-n", ns, family, "route", "add", "default", "via", via]));
     }
 
-    /// Lets a host forward packets (a router).
+    /// Lets a host forward packets, IPv4 and IPv6 (a router).
     pub fn forwarding(&self, ns: &str) {
         run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]));
     }
 
     /// Loads an nftables ruleset into a host.

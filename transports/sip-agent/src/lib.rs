@@ -819,7 +819,22 @@ impl Driver {
         let tx = self.shared.tx.clone();
         let shared = self.shared.clone();
         let signaling_addrs = self.signaling_addrs;
+        // Not connected yet (a first call is prepared before the connection opens):
+        // the engine is told where the server is, and advertises the interface that
+        // routes there.
+        let server_host = self.domain.trim_start_matches('[').trim_end_matches(']').to_owned();
         tokio::spawn(async move {
+            let signaling_addrs = match signaling_addrs {
+                Some(a) => Some(a),
+                None => {
+                    tokio::net::lookup_host((server_host.as_str(), 0)).await.ok().and_then(|mut found| {
+                        let remote = found.next()?;
+                        let any: std::net::IpAddr =
+                            if remote.is_ipv4() { [0u8, 0, 0, 0].into() } else { [0u16; 8].into() };
+                        Some((std::net::SocketAddr::new(any, 0), remote))
+                    })
+                }
+            };
             let session = async {
                 let mut cfg = factory()?;
                 cfg.signaling_addrs = signaling_addrs;
