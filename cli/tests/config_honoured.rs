@@ -141,16 +141,7 @@ fn a_plugin_codec_named_only_in_the_file_carries_a_call() {
     )
     .unwrap();
     let speech = dialtone_tests::shared_audio_dir().join("speech-16k.wav");
-    let mut server = bin()
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .env("DIALTONE_HOME", &home)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server_out = lines(&mut server);
-    let _server = Killed(server);
-    let ws = wait_line(&server_out, |l| l.contains("SIP WS"), "banner");
-    let url = ws.split_whitespace().last().unwrap().to_owned();
+    let (_server, url, _server_out) = proc::start_server(&cfg, &home);
 
     let bob_wav = home.join("bob.wav");
     let mut listen = bin()

@@ -53,16 +53,7 @@ fn server_listen_and_call_as_separate_processes() {
         [env!("CARGO_MANIFEST_DIR"), "..", "..", "shared", "audio", "speech-48k.wav"].iter().collect();
     assert!(speech.exists(), "{} is the shared speech", speech.display());
 
-    let mut server = bin()
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .env("DIALTONE_HOME", &home)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server_out = lines(&mut server);
-    let server = Killed(server);
-    let ws = wait_line(&server_out, |l| l.contains("SIP WS"), "banner");
-    let url = ws.split_whitespace().last().unwrap().to_owned();
+    let (server, url, server_out) = proc::start_server(&cfg, &home);
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     let banner: Vec<String> =
         std::iter::from_fn(|| server_out.recv_timeout(Duration::from_millis(500)).ok()).collect();

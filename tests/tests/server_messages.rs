@@ -28,20 +28,40 @@ async fn next_form(rx: &mut mpsc::UnboundedReceiver<String>) -> std::collections
     parse_form(&body)
 }
 
+/// A server, a subscription callback sink, and alice and bob registered.
+struct World {
+    _scratch: Scratch,
+    srv: Server,
+    http: std::net::SocketAddr,
+    acct: dialtone_server::Account,
+    calls: String,
+    hook: String,
+    hooked: mpsc::UnboundedReceiver<String>,
+    alice: Client,
+    bob: Client,
+}
+
+impl World {
+    async fn new(name: &str) -> World {
+        let scratch = Scratch::new(name);
+        let srv = Server::start(&sipkit::server_config(&scratch)).await.unwrap();
+        let http = srv.addresses().http;
+        let acct = srv.account().clone();
+        let calls = format!("/2010-04-01/Accounts/{}/Calls", acct.account_sid);
+        let (hook, hooked) = sipkit::http_sink("").await;
+        let alice = client(&srv, "alice");
+        let bob = client(&srv, "bob");
+        alice.register().await;
+        bob.register().await;
+        World { _scratch: scratch, srv, http, acct, calls, hook, hooked, alice, bob }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_messages_reach_either_leg_and_subscriptions_hear_the_clients() {
-    let scratch = Scratch::new("server-messages");
-    let srv = Server::start(&sipkit::server_config(&scratch)).await.unwrap();
-    let http = srv.addresses().http;
-    let acct = srv.account().clone();
+    let World { _scratch, srv: _srv, http, acct, calls, hook, mut hooked, mut alice, mut bob } =
+        World::new("server-messages").await;
     let basic = || Auth::Basic(&acct.account_sid, &acct.auth_token);
-    let calls = format!("/2010-04-01/Accounts/{}/Calls", acct.account_sid);
-    let (hook, mut hooked) = sipkit::http_sink("").await;
-
-    let mut alice = client(&srv, "alice");
-    let mut bob = client(&srv, "bob");
-    alice.register().await;
-    bob.register().await;
     let (call, invite, answered) = sipkit::connect_and_answer(&mut alice, &mut bob, "client:bob").await;
     let (parent, child) = (call.sid().unwrap(), invite.call_sid().to_owned());
 
@@ -208,17 +228,9 @@ async fn insights_events_the_sdks_post_are_stored_and_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_invite_messages_the_caller_and_its_subscriptions() {
-    let scratch = Scratch::new("invite-messages");
-    let srv = Server::start(&sipkit::server_config(&scratch)).await.unwrap();
-    let http = srv.addresses().http;
-    let acct = srv.account().clone();
+    let World { _scratch, srv: _srv, http, acct, calls, hook, mut hooked, mut alice, mut bob } =
+        World::new("invite-messages").await;
     let basic = || Auth::Basic(&acct.account_sid, &acct.auth_token);
-    let calls = format!("/2010-04-01/Accounts/{}/Calls", acct.account_sid);
-    let (hook, mut hooked) = sipkit::http_sink("").await;
-    let mut alice = client(&srv, "alice");
-    let mut bob = client(&srv, "bob");
-    alice.register().await;
-    bob.register().await;
 
     let call = alice.connect("client:bob", &[]);
     let invite = bob.invite(10).await;

@@ -4,7 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -44,4 +45,20 @@ pub fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool, what:
             Err(_) => panic!("no {what}"),
         }
     }
+}
+
+/// `dialtone server --config CFG` with `DIALTONE_HOME=home`: the running server, its
+/// `ws://` URL from the banner, and the rest of its stdout.
+pub fn start_server(cfg: &Path, home: &Path) -> (Killed, String, mpsc::Receiver<String>) {
+    let mut server = bin()
+        .args(["server", "--config", cfg.to_str().expect("a UTF-8 path")])
+        .env("DIALTONE_HOME", home)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the dialtone binary runs");
+    let out = lines(&mut server);
+    let server = Killed(server);
+    let ws = wait_line(&out, |l| l.contains("SIP WS"), "banner");
+    let url = ws.split_whitespace().last().expect("a URL on the banner line").to_owned();
+    (server, url, out)
 }

@@ -170,6 +170,26 @@ struct CallEntry {
     media_lost: Option<u64>,
 }
 
+impl CallEntry {
+    /// A call being prepared: no SIP call and no media yet.
+    fn new(link: CallLink, target: Option<Uri>, extra: Vec<(&'static str, String)>) -> CallEntry {
+        CallEntry {
+            link,
+            ua: None,
+            media: None,
+            phase: Phase::Preparing,
+            target,
+            extra,
+            sid: None,
+            local_sdp: None,
+            hangup_requested: false,
+            messages: HashMap::new(),
+            reattaching: false,
+            media_lost: None,
+        }
+    }
+}
+
 struct PendingInvite {
     ua: CallId,
     offer: String,
@@ -736,23 +756,9 @@ impl Driver {
                             return;
                         };
                         let uuid = link.uuid();
-                        self.calls.insert(
-                            uuid,
-                            CallEntry {
-                                link,
-                                ua: None,
-                                media: None,
-                                phase: Phase::Preparing,
-                                target: None,
-                                extra: Vec::new(),
-                                sid: Some(invite.call_sid.clone()),
-                                local_sdp: None,
-                                hangup_requested: false,
-                                messages: HashMap::new(),
-                                reattaching: false,
-                                media_lost: None,
-                            },
-                        );
+                        let mut entry = CallEntry::new(link, None, Vec::new());
+                        entry.sid = Some(invite.call_sid.clone());
+                        self.calls.insert(uuid, entry);
                         self.awaiting_bridge.insert(invite.call_sid.clone(), (uuid, options.common));
                         self.registered_token = Some(token.clone());
                         let header = [(wire::BRIDGE_TOKEN_HEADER, bt.clone())];
@@ -779,24 +785,7 @@ impl Driver {
             },
             _ => return,
         };
-        self.calls.insert(
-            uuid,
-            CallEntry {
-                link,
-                ua: None,
-                media: None,
-                phase: Phase::Preparing,
-
-                target,
-                extra,
-                sid: None,
-                local_sdp: None,
-                hangup_requested: false,
-                messages: HashMap::new(),
-                reattaching: false,
-                media_lost: None,
-            },
-        );
+        self.calls.insert(uuid, CallEntry::new(link, target, extra));
         if let Some(sid) = accept_sid {
             // Tie the accepted SIP call to this UUID.
             {
