@@ -43,6 +43,9 @@ fn the_demo_shows_the_whole_call_and_exits_0() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    // A call that ended normally leaves nothing to warn about.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WARN") && !stderr.contains("ERROR"), "{stderr}");
 }
 
 #[test]

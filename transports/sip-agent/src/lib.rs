@@ -935,7 +935,13 @@ impl Driver {
     }
 
     async fn on_connection_lost(&mut self, now: Instant) {
-        tracing::warn!("signaling connection lost");
+        // Worth a warning only when something depended on the connection: a call or
+        // a registration. An idle client whose server went away says it quietly.
+        if self.calls.is_empty() && self.registered_token.is_none() && self.pending.is_empty() {
+            tracing::debug!("signaling connection closed");
+        } else {
+            tracing::warn!("signaling connection lost");
+        }
         self.sender = None;
         let uuids: Vec<Uuid> = self.calls.keys().copied().collect();
         let mut keep = false;
