@@ -144,17 +144,7 @@ fn a_plugin_codec_named_only_in_the_file_carries_a_call() {
     let (_server, url, _server_out) = proc::start_server(&cfg, &home);
 
     let bob_wav = home.join("bob.wav");
-    let mut listen = bin()
-        .args(["listen", "--identity", "bob", "--server", &url, "--json", "--calls", "1"])
-        .args(["--config", cfg.to_str().unwrap(), "--play"])
-        .arg(&speech)
-        .arg("--record")
-        .arg(&bob_wav)
-        .env("DIALTONE_HOME", &home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut listen = proc::listen_once(&url, &cfg, &home, &speech, &bob_wav).spawn().unwrap();
     let listen_out = lines(&mut listen);
     let mut listen = Killed(listen);
     wait_line(&listen_out, |l| l.contains("\"registered\""), "registration");

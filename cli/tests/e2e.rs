@@ -7,7 +7,6 @@
 mod proc;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use proc::{bin, lines, wait_line, Killed};
@@ -76,16 +75,7 @@ fn server_listen_and_call_as_separate_processes() {
     assert_eq!(String::from_utf8_lossy(&t.stdout).trim().split('.').count(), 3);
 
     let bob_wav = home.join("bob.wav");
-    let mut listen = bin()
-        .args(["listen", "--identity", "bob", "--server", &url, "--json", "--calls", "1"])
-        .args(["--config", cfg.to_str().unwrap(), "--play"])
-        .arg(&speech)
-        .arg("--record")
-        .arg(&bob_wav)
-        .env("DIALTONE_HOME", &home)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut listen = proc::listen_once(&url, &cfg, &home, &speech, &bob_wav).spawn().unwrap();
     let listen_out = lines(&mut listen);
     let mut listen = Killed(listen);
     let reg = wait_line(&listen_out, |l| l.contains("\"registered\""), "registration");

@@ -62,3 +62,19 @@ pub fn start_server(cfg: &Path, home: &Path) -> (Killed, String, mpsc::Receiver<
     let url = ws.split_whitespace().last().expect("a URL on the banner line").to_owned();
     (server, url, out)
 }
+
+/// `dialtone listen` as bob for one call at `url`, playing `play` and recording into
+/// `record`, stdout piped (JSON events).
+pub fn listen_once(url: &str, cfg: &Path, home: &Path, play: &Path, record: &Path) -> Command {
+    let mut c = bin();
+    c.args(["listen", "--identity", "bob", "--server", url, "--json", "--calls", "1"])
+        .arg("--config")
+        .arg(cfg)
+        .arg("--play")
+        .arg(play)
+        .arg("--record")
+        .arg(record)
+        .env("DIALTONE_HOME", home)
+        .stdout(Stdio::piped());
+    c
+}

@@ -137,11 +137,7 @@ impl RtpEngine {
         let fail = |e: std::io::Error| {
             VoiceError::new(ErrorCode::ClientLocalDescFailed, format!("cannot bind a media socket: {e}"))
         };
-        let ip = self.cfg.bind_ip.unwrap_or(if advertised.is_ipv4() {
-            IpAddr::from([0, 0, 0, 0])
-        } else {
-            IpAddr::from([0u16; 8])
-        });
+        let ip = self.cfg.bind_ip.unwrap_or_else(|| any_of_family(advertised));
         match self.cfg.ports {
             None => UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(fail),
             Some((lo, hi)) => {
@@ -259,6 +255,15 @@ fn mark_dscp(socket: &UdpSocket, enable: bool) {
     }
 }
 
+/// The unspecified address (all interfaces) of `ip`'s family.
+fn any_of_family(ip: IpAddr) -> IpAddr {
+    if ip.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    }
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -270,8 +275,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The local address the OS would use to reach `remote` (no packet is sent: a UDP
 /// `connect` only picks the route).
 fn route_to(remote: IpAddr) -> Option<IpAddr> {
-    let any = if remote.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
-    let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    let s = std::net::UdpSocket::bind(SocketAddr::new(any_of_family(remote), 0)).ok()?;
     s.connect(SocketAddr::new(remote, 9)).ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
@@ -309,6 +313,24 @@ impl RtpMediaSession {
         }
     }
 
+    /// A session for what was agreed, with a fresh SSRC (no keystream is ever
+    /// reused), carrying the call's mute, hold and media-timeout settings.
+    fn new_session(&self, neg: Negotiated, codec: &Arc<dyn AudioCodec>) -> Result<RtpSession, VoiceError> {
+        let mut session = RtpSession::new(SessionConfig {
+            negotiated: neg,
+            codec: codec.clone(),
+            encoder: self.encoder.clone(),
+            jitter_min_delay_ms: self.jitter_min_delay_ms,
+            jitter_max_packets: self.jitter_max_packets.max(1),
+            ssrc: Self::new_ssrc(),
+        })?;
+        let st = lock(&self.state);
+        session.set_muted(st.muted);
+        session.set_held(st.on_hold);
+        session.set_media_timeout(self.cfg.media_timeout);
+        Ok(session)
+    }
+
     /// Starts media for what was agreed, or updates a running call (a re-offer).
     fn start(&self, neg: Negotiated) -> Result<(), VoiceError> {
         let codec = self
@@ -327,45 +349,16 @@ impl RtpMediaSession {
             // A renegotiation to another codec: a new session (a new SSRC, so that
             // no keystream is reused) in the running media task, which adapts its
             // resampling to the new codec's rate.
-            let (muted, held) = {
-                let st = lock(&self.state);
-                (st.muted, st.on_hold)
-            };
-            let mut next = RtpSession::new(SessionConfig {
-                negotiated: neg,
-                codec: codec.clone(),
-                encoder: self.encoder.clone(),
-                jitter_min_delay_ms: self.jitter_min_delay_ms,
-                jitter_max_packets: self.jitter_max_packets.max(1),
-                ssrc: Self::new_ssrc(),
-            })?;
-            next.set_muted(muted);
-            next.set_held(held);
-            next.set_media_timeout(self.cfg.media_timeout);
+            let next = self.new_session(neg, &codec)?;
             tracing::info!(from = s.codec_name(), to = %codec.descriptor().name, "media switches codec");
             *s = next;
             return Ok(());
         }
-        let ssrc = Self::new_ssrc();
-        let mut session = RtpSession::new(SessionConfig {
-            negotiated: neg,
-            codec: codec.clone(),
-            encoder: self.encoder.clone(),
-            jitter_min_delay_ms: self.jitter_min_delay_ms,
-            jitter_max_packets: self.jitter_max_packets.max(1),
-            ssrc,
-        })?;
-        let (capturer, renderer, muted, held) = {
-            let mut st = lock(&self.state);
-            let (c, r) = st
-                .io
-                .take()
-                .ok_or_else(|| VoiceError::new(ErrorCode::UnknownError, "media already started"))?;
-            (c, r, st.muted, st.on_hold)
-        };
-        session.set_muted(muted);
-        session.set_held(held);
-        session.set_media_timeout(self.cfg.media_timeout);
+        let session = self.new_session(neg, &codec)?;
+        let (capturer, renderer) = lock(&self.state)
+            .io
+            .take()
+            .ok_or_else(|| VoiceError::new(ErrorCode::UnknownError, "media already started"))?;
         *running = Some(session);
         let task = MediaTask::new(
             self.socket.clone(),
