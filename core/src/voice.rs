@@ -174,6 +174,15 @@ impl CallLink {
     pub fn sid(&self) -> Option<String> {
         self.call.sid()
     }
+
+    /// The call's state as the application sees it. This is the one record of where
+    /// a call stands: a backend reads it here rather than keeping a copy, and every
+    /// event it delivers updates it before `deliver` returns. A call the application
+    /// hung up is already [`CallState::Disconnected`] when the backend hears the
+    /// `Hangup` command.
+    pub fn state(&self) -> crate::CallState {
+        self.call.state()
+    }
 }
 
 impl fmt::Debug for CallLink {

@@ -31,7 +31,7 @@ fn recent_level(c: &Client, ms: usize) -> f64 {
 /// Waits `ms` of heard audio, then returns the level of its second half (the first
 /// half covers the jitter buffer's and the codec's delay).
 async fn level_after(c: &Client, ms: usize) -> f64 {
-    c.hear_more(48 * ms, 10).await;
+    c.render_more(48 * ms, 10).await;
     recent_level(c, ms / 2)
 }
 

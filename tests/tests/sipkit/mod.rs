@@ -476,7 +476,9 @@ impl Client {
         }
     }
 
-    /// Samples heard so far on the latest call.
+    /// Samples rendered so far on the latest call, silence included: the renderer is
+    /// fed every 20 ms whether audio arrives or not, so this is a position in
+    /// [`Client::heard`] (where a test's scoring starts), never evidence of audio.
     pub fn heard_len(&self) -> usize {
         self.heard_audio.lock().unwrap().last().map_or(0, |h| h.lock().unwrap().len())
     }
@@ -485,8 +487,9 @@ impl Client {
         self.heard_audio.lock().unwrap().last().map(|h| h.lock().unwrap().clone()).unwrap_or_default()
     }
 
-    /// Waits until `samples` more samples were heard.
-    pub async fn hear_more(&self, samples: usize, secs: u64) {
+    /// Waits until `samples` more samples were rendered, silence included: a clock for
+    /// a test that measures a silence (mute, hold), not a sign that audio arrived.
+    pub async fn render_more(&self, samples: usize, secs: u64) {
         let start = self.heard_len();
         tokio::time::timeout(Duration::from_secs(secs), async {
             while self.heard_len() < start + samples {
@@ -494,10 +497,38 @@ impl Client {
             }
         })
         .await
+        .unwrap_or_else(|_| panic!("{}: the renderer stopped", self.identity));
+    }
+
+    /// Waits until `samples` more samples of sound were heard: 20 ms frames whose level
+    /// is above the noise floor ([`sound_len`]). Rendered silence does not count, so
+    /// this fails when audio stops; whether the sound is the right speech is for
+    /// `assert_speech` to say.
+    pub async fn hear_more(&self, samples: usize, secs: u64) {
+        let start = self.heard_len();
+        let sound = || sound_len(&self.heard()[start..]);
+        tokio::time::timeout(Duration::from_secs(secs), async {
+            while sound() < samples {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
         .unwrap_or_else(|_| {
-            panic!("{}: audio stopped ({} samples)", self.identity, self.heard_len() - start)
+            panic!(
+                "{}: audio stopped ({} samples of sound in {} rendered)",
+                self.identity,
+                sound(),
+                self.heard_len() - start
+            )
         });
     }
+}
+
+/// Samples of sound in `s` (48 kHz): those in 20 ms frames with an RMS level above 150,
+/// where the shared speech is about 2,870 and rendered silence is 0. About 81 % of the
+/// shared speech's frames are sound.
+pub fn sound_len(s: &[i16]) -> usize {
+    s.chunks_exact(960).filter(|f| rms(f) > 150.0).count() * 960
 }
 
 /// RMS level of samples.

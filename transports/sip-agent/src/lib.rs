@@ -33,8 +33,8 @@ use dialtone_core::parts::{
     SignalingTransport, TransportTarget,
 };
 use dialtone_core::{
-    CallCommand, CallEvent, CallLink, CallRequest, ErrorCode, InviteCommand, InviteDetails, InviteEvent,
-    StatsReport, VoiceBackend, VoiceError, VoiceLink,
+    CallCommand, CallEvent, CallLink, CallRequest, CallState, ErrorCode, InviteCommand, InviteDetails,
+    InviteEvent, StatsReport, VoiceBackend, VoiceError, VoiceLink,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -142,31 +142,25 @@ enum Cmd {
     Shutdown,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Media being prepared (no SIP yet).
-    Preparing,
-    /// INVITE out, or INVITE in and answered: not established yet.
-    Setup,
-    Established,
-    Reconnecting,
-}
-
+/// What the agent knows of one call beyond its state. The call's state itself is
+/// not kept here: core's [`CallState`], read through [`CallLink::state`], says whether
+/// it is connecting, connected, reconnecting or over (a call the application hung up
+/// is already `Disconnected`), and the user agent keeps the SIP dialog's own state.
+/// What is left is facts: the SIP call, the media, what was offered.
 struct CallEntry {
     link: CallLink,
     ua: Option<CallId>,
     media: Option<Arc<dyn MediaSession>>,
-    phase: Phase,
     target: Option<Uri>,
     extra: Vec<(&'static str, String)>,
     sid: Option<String>,
+    /// The offer or answer this side sent; set when SIP starts for the call.
     local_sdp: Option<String>,
-    hangup_requested: bool,
     /// Messages in flight: INFO id to voice event SID.
     messages: HashMap<u64, String>,
     /// Re-INVITE purpose: true when it re-attaches after a reconnection.
     reattaching: bool,
-    /// Media stopped arriving (53405 reported) and has not come back: which loss.
+    /// Which media loss the reconnect window runs for (53405 reported, media not back).
     media_lost: Option<u64>,
 }
 
@@ -177,16 +171,30 @@ impl CallEntry {
             link,
             ua: None,
             media: None,
-            phase: Phase::Preparing,
             target,
             extra,
             sid: None,
             local_sdp: None,
-            hangup_requested: false,
             messages: HashMap::new(),
             reattaching: false,
             media_lost: None,
         }
+    }
+
+    /// The SIP side has started: an INVITE went out, or an incoming one was answered.
+    /// Before that the call's media is still being prepared.
+    fn sip_started(&self) -> Option<CallId> {
+        self.ua.filter(|_| self.local_sdp.is_some())
+    }
+
+    /// The application hung up (or the call ended) while the agent still holds it.
+    fn hung_up(&self) -> bool {
+        self.link.state() == CallState::Disconnected
+    }
+
+    /// Connected once and not over: media is set up (it may be reconnecting).
+    fn established(&self) -> bool {
+        matches!(self.link.state(), CallState::Connected | CallState::Reconnecting)
     }
 }
 
@@ -621,7 +629,7 @@ impl Driver {
             Cmd::Answer(uuid, result) => {
                 let Some(c) = self.calls.get_mut(&uuid) else { return };
                 match result {
-                    Ok(_) if c.hangup_requested => {
+                    Ok(_) if c.hung_up() => {
                         if let (Some(id), Some(ua)) = (c.ua, self.ua.as_mut()) {
                             ua.reject(id, 487, None, now);
                         }
@@ -629,7 +637,6 @@ impl Driver {
                     }
                     Ok(sdp) => {
                         c.local_sdp = Some(sdp.clone());
-                        c.phase = Phase::Setup;
                         if let (Some(id), Some(ua)) = (c.ua, self.ua.as_mut()) {
                             ua.answer(id, &sdp, now);
                         }
@@ -649,9 +656,9 @@ impl Driver {
                     if let Some(codec) = c.media.as_ref().and_then(|m| m.negotiated_codec()) {
                         c.link.deliver(CallEvent::CodecNegotiated(codec));
                     }
-                    c.phase = Phase::Established;
+                    let hung_up = c.hung_up();
                     c.link.deliver(CallEvent::Connected);
-                    if c.hangup_requested {
+                    if hung_up {
                         Box::pin(self.handle(Cmd::Call(uuid, CallCommand::Hangup))).await;
                     }
                 }
@@ -887,14 +894,13 @@ impl Driver {
         let media = self.session_of(uuid);
         let Some(c) = self.calls.get_mut(&uuid) else { return };
         c.media = media;
-        if c.hangup_requested {
+        if c.hung_up() {
             return self.end_call(uuid, None).await;
         }
         let (Some(target), Some(ua)) = (c.target.clone(), self.ua.as_mut()) else { return };
         c.local_sdp = Some(sdp.clone());
         let id = ua.invite(target, &sdp, &c.extra, Instant::now());
         c.ua = Some(id);
-        c.phase = Phase::Setup;
         self.by_ua.insert(id, uuid);
     }
 
@@ -916,9 +922,9 @@ impl Driver {
                     ua.forget(id);
                 }
             }
-            match c.phase {
-                Phase::Established | Phase::Reconnecting => c.link.deliver(CallEvent::Disconnected(e)),
-                _ => c.link.deliver(match e {
+            match c.established() {
+                true => c.link.deliver(CallEvent::Disconnected(e)),
+                false => c.link.deliver(match e {
                     Some(e) => CallEvent::FailedToConnect(e),
                     None => CallEvent::Disconnected(None),
                 }),
@@ -946,27 +952,16 @@ impl Driver {
         let uuids: Vec<Uuid> = self.calls.keys().copied().collect();
         let mut keep = false;
         for uuid in uuids {
-            let phase = self.calls.get(&uuid).map(|c| c.phase);
-            match phase {
-                Some(Phase::Established | Phase::Reconnecting) => {
-                    keep = true;
-                    if let Some(c) = self.calls.get_mut(&uuid) {
-                        if c.phase == Phase::Established {
-                            c.phase = Phase::Reconnecting;
-                            c.link.deliver(CallEvent::Reconnecting(conn_lost()));
-                        }
-                    }
+            let Some(c) = self.calls.get(&uuid) else { continue };
+            if c.established() {
+                keep = true;
+                // Already reconnecting (media was lost): said once.
+                c.link.deliver(CallEvent::Reconnecting(conn_lost()));
+            } else if let Some(id) = c.sip_started() {
+                if let Some(ua) = self.ua.as_mut() {
+                    ua.forget(id);
                 }
-                Some(Phase::Setup) => {
-                    let e = conn_lost();
-                    if let Some(id) = self.calls.get(&uuid).and_then(|c| c.ua) {
-                        if let Some(ua) = self.ua.as_mut() {
-                            ua.forget(id);
-                        }
-                    }
-                    self.fail_call(uuid, e).await;
-                }
-                _ => {}
+                self.fail_call(uuid, conn_lost()).await;
             }
         }
         // Pending invites cannot be answered over a new connection.
@@ -991,8 +986,9 @@ impl Driver {
     fn after_reconnect(&mut self, now: Instant) {
         self.reconnect_deadline = None;
         let Some(ua) = self.ua.as_mut() else { return };
+        // Every established call's dialog was on the lost connection.
         for c in self.calls.values_mut() {
-            if c.phase != Phase::Reconnecting {
+            if !c.established() {
                 continue;
             }
             let (Some(id), Some(sdp)) = (c.ua, c.local_sdp.clone()) else { continue };
@@ -1023,7 +1019,7 @@ impl Driver {
                 });
             }
             MediaEvent::Interrupted(e) => {
-                if c.media_lost.is_some() || !matches!(c.phase, Phase::Established | Phase::Reconnecting) {
+                if c.media_lost.is_some() || !c.established() {
                     return;
                 }
                 self.media_losses += 1;
@@ -1050,7 +1046,9 @@ impl Driver {
             }
             MediaEvent::Restored => {
                 let Some(c) = self.calls.get_mut(&uuid) else { return };
-                if c.media_lost.take().is_some() {
+                // With the signaling connection down or the dialog being re-attached,
+                // the re-attachment reports the reconnection instead.
+                if c.media_lost.take().is_some() && self.sender.is_some() && !c.reattaching {
                     c.link.deliver(CallEvent::Reconnected);
                 }
             }
@@ -1071,11 +1069,10 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&uuid) else { return };
         match command {
             CallCommand::Hangup => {
-                c.hangup_requested = true;
-                // While media is still being prepared the call ends when the offer or
-                // answer arrives; otherwise CANCEL or BYE goes out now and the call is
-                // forgotten (the call model already reported the hang-up).
-                if let (Some(id), Phase::Setup | Phase::Established | Phase::Reconnecting) = (c.ua, c.phase) {
+                // The call model is already Disconnected. While media is still being
+                // prepared the call ends when the offer or answer arrives; otherwise
+                // CANCEL or BYE goes out now and the call is forgotten.
+                if let Some(id) = c.sip_started() {
                     if let Some(ua) = self.ua.as_mut() {
                         ua.hangup(id, now);
                     }
@@ -1273,7 +1270,6 @@ impl Driver {
                 if let Some(codec) = c.media.as_ref().and_then(|m| m.negotiated_codec()) {
                     c.link.deliver(CallEvent::CodecNegotiated(codec));
                 }
-                c.phase = Phase::Established;
                 c.link.deliver(CallEvent::Connected);
             }
             UaEvent::Failed { call, failure } => {
@@ -1326,8 +1322,8 @@ impl Driver {
                         let _ = tx.send(Cmd::CodecCheck(uuid));
                     });
                 }
-                if std::mem::take(&mut c.reattaching) {
-                    c.phase = Phase::Established;
+                // Re-attached. If media is still lost, its return says so instead.
+                if std::mem::take(&mut c.reattaching) && c.media_lost.is_none() {
                     c.link.deliver(CallEvent::Reconnected);
                 }
             }

@@ -254,7 +254,7 @@ impl Call {
     fn early(uac: bool, call_id: String) -> Call {
         Call {
             uac,
-            state: CallState::Early,
+            state: DialogState::Early,
             call_id,
             invite: None,
             uas_key: None,
@@ -311,8 +311,12 @@ struct Dialog {
     route_set: Vec<String>,
 }
 
+/// Where the INVITE dialog stands, as RFC 3261 §12–13 sees it: what decides CANCEL or
+/// BYE, when an ACK is due and which requests the dialog takes. It is not the call's
+/// state: that is core's `CallState`, which the agent reads from the call itself; the
+/// two never mirror each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CallState {
+enum DialogState {
     /// UAC: INVITE out. UAS: INVITE in, not answered.
     Early,
     /// UAS: 2xx sent, waiting for the ACK.
@@ -324,7 +328,7 @@ enum CallState {
 #[derive(Debug)]
 struct Call {
     uac: bool,
-    state: CallState,
+    state: DialogState,
     call_id: String,
     /// UAC: the INVITE as sent (CANCEL and ACK are built from it).
     invite: Option<Message>,
@@ -683,7 +687,7 @@ impl UserAgent {
             call.provisional_seen = true;
             return self.send_cancel(id, now);
         }
-        if call.state == CallState::Ended && !(200..300).contains(&status) {
+        if call.state == DialogState::Ended && !(200..300).contains(&status) {
             if status >= 200 {
                 // The answer to an INVITE we cancelled (487) or gave up on.
                 self.calls.remove(&id);
@@ -724,13 +728,13 @@ impl UserAgent {
                     self.transmits.push_back(Transmit::Message(a));
                 }
                 let Some(call) = self.calls.get_mut(&id) else { return };
-                if call.state == CallState::Ended || call.cancel_pending {
+                if call.state == DialogState::Ended || call.cancel_pending {
                     // We hung up while this answer was on its way: end it with BYE.
-                    call.state = CallState::Confirmed;
+                    call.state = DialogState::Confirmed;
                     call.cancel_pending = false;
                     self.send_bye(id, now);
                 } else {
-                    call.state = CallState::Confirmed;
+                    call.state = DialogState::Confirmed;
                     self.events.push_back(UaEvent::Answered { call: id, response: resp.clone() });
                 }
             }
@@ -805,24 +809,24 @@ impl UserAgent {
     pub fn hangup(&mut self, id: CallId, now: Instant) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         match (call.uac, call.state) {
-            (_, CallState::Ended) => {}
-            (true, CallState::Early) => {
-                call.state = CallState::Ended;
+            (_, DialogState::Ended) => {}
+            (true, DialogState::Early) => {
+                call.state = DialogState::Ended;
                 if call.provisional_seen {
                     self.send_cancel(id, now);
                 } else {
                     call.cancel_pending = true;
                 }
             }
-            (false, CallState::Early) => self.reject(id, 487, None, now),
-            (_, CallState::Answered | CallState::Confirmed) => self.send_bye(id, now),
+            (false, DialogState::Early) => self.reject(id, 487, None, now),
+            (_, DialogState::Answered | DialogState::Confirmed) => self.send_bye(id, now),
         }
     }
 
     fn send_bye(&mut self, id: CallId, now: Instant) {
         let Some(req) = self.in_dialog_request(id, Method::Bye) else { return };
         if let Some(c) = self.calls.get_mut(&id) {
-            c.state = CallState::Ended;
+            c.state = DialogState::Ended;
             c.ok_retransmit = None;
         }
         self.start_client(req, Purpose::Bye(id), now);
@@ -851,7 +855,10 @@ impl UserAgent {
     /// has no dialog or an INVITE transaction is already in progress.
     pub fn reinvite(&mut self, id: CallId, sdp: &str, now: Instant) -> bool {
         let busy = self.calls.get(&id).is_none_or(|c| {
-            c.state != CallState::Confirmed || c.reinvite_out || c.reoffer_in.is_some() || c.dialog.is_none()
+            c.state != DialogState::Confirmed
+                || c.reinvite_out
+                || c.reoffer_in.is_some()
+                || c.dialog.is_none()
         });
         if busy {
             return false;
@@ -915,7 +922,7 @@ impl UserAgent {
         // A confirmed dialog, or an early one (a call message from a pending invite,
         // relayed by a B2BUA to its caller).
         let usable = self.calls.get(&id).is_some_and(|c| {
-            c.state == CallState::Confirmed || (c.state == CallState::Early && c.dialog.is_some())
+            c.state == DialogState::Confirmed || (c.state == DialogState::Early && c.dialog.is_some())
         });
         if !usable {
             return None;
@@ -997,7 +1004,7 @@ impl UserAgent {
     /// Sends a provisional response (180 Ringing, 183) to an incoming INVITE.
     pub fn provisional(&mut self, id: CallId, status: u16, now: Instant) {
         let Some(call) = self.calls.get(&id) else { return };
-        if call.state != CallState::Early || call.uac {
+        if call.state != DialogState::Early || call.uac {
             return;
         }
         let (Some(key), Some(req), Some(d)) =
@@ -1015,7 +1022,7 @@ impl UserAgent {
     /// until the ACK comes ([`UaEvent::Confirmed`]).
     pub fn answer(&mut self, id: CallId, sdp: &str, now: Instant) {
         let Some(call) = self.calls.get(&id) else { return };
-        if call.state != CallState::Early || call.uac {
+        if call.state != DialogState::Early || call.uac {
             return;
         }
         let (Some(key), Some(req), Some(d)) =
@@ -1034,7 +1041,7 @@ impl UserAgent {
         let t1 = self.config.timers.t1;
         let reliable = self.flow.reliable;
         if let Some(c) = self.calls.get_mut(&id) {
-            c.state = CallState::Answered;
+            c.state = DialogState::Answered;
             c.ok_retransmit = Some((bytes, (!reliable).then(|| now + t1), t1, now + t1 * 64));
         }
     }
@@ -1055,10 +1062,10 @@ impl UserAgent {
         now: Instant,
     ) {
         let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.state != CallState::Early || call.uac {
+        if call.state != DialogState::Early || call.uac {
             return;
         }
-        call.state = CallState::Ended;
+        call.state = DialogState::Ended;
         let (Some(key), Some(req)) = (call.uas_key.clone(), call.uas_request.clone()) else { return };
         let tag = call.dialog.as_ref().map(|d| d.local_tag.clone());
         let mut resp = response_to(&req, status, tag.as_deref());
@@ -1293,11 +1300,11 @@ impl UserAgent {
                 return self.respond_in(&key, response_to(&req, 481, None), now);
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
-            if call.state == CallState::Answered {
+            if call.state == DialogState::Answered {
                 // A re-INVITE inside our dialog shows the peer has our 200; its ACK was
                 // lost (a connection that dropped right after the answer): take the
                 // re-INVITE as the ACK.
-                call.state = CallState::Confirmed;
+                call.state = DialogState::Confirmed;
                 call.ok_retransmit = None;
                 self.events.push_back(UaEvent::Confirmed { call: id });
             }
@@ -1360,7 +1367,7 @@ impl UserAgent {
             .find(|(_, c)| c.uas_key.as_ref() == Some(&invite_key))
             .map(|(id, c)| (*id, c.state));
         match found {
-            Some((id, CallState::Early)) => {
+            Some((id, DialogState::Early)) => {
                 self.respond_in(&key, response_to(req, 200, None), now);
                 self.reject(id, 487, None, now);
                 self.calls.remove(&id);
@@ -1387,8 +1394,8 @@ impl UserAgent {
                 d.remote_target = c;
             }
         }
-        if call.state == CallState::Answered {
-            call.state = CallState::Confirmed;
+        if call.state == DialogState::Answered {
+            call.state = DialogState::Confirmed;
             self.events.push_back(UaEvent::Confirmed { call: id });
         }
     }
@@ -1459,8 +1466,8 @@ impl UserAgent {
         for id in lost {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.ok_retransmit = None;
-                if c.state == CallState::Answered {
-                    c.state = CallState::Confirmed;
+                if c.state == DialogState::Answered {
+                    c.state = DialogState::Confirmed;
                 }
             }
             self.send_bye(id, now);
@@ -1493,9 +1500,9 @@ impl UserAgent {
             Purpose::Unregister => self.registered = false,
             Purpose::Invite(id) => {
                 if let Some(c) = self.calls.get_mut(&id) {
-                    if c.state == CallState::Early || c.cancel_pending {
-                        let was_ended = c.state == CallState::Ended;
-                        c.state = CallState::Ended;
+                    if c.state == DialogState::Early || c.cancel_pending {
+                        let was_ended = c.state == DialogState::Ended;
+                        c.state = DialogState::Ended;
                         if !was_ended {
                             self.events.push_back(UaEvent::Failed { call: id, failure: Failure::timeout() });
                         }
@@ -1538,7 +1545,7 @@ impl UserAgent {
 
     /// Whether the call's dialog is established (answered and not ended).
     pub fn is_established(&self, id: CallId) -> bool {
-        self.calls.get(&id).is_some_and(|c| matches!(c.state, CallState::Confirmed | CallState::Answered))
+        self.calls.get(&id).is_some_and(|c| matches!(c.state, DialogState::Confirmed | DialogState::Answered))
     }
 
     /// Forgets a call without sending anything (its flow is gone for good).
