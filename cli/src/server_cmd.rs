@@ -29,7 +29,8 @@ pub(crate) fn serve(config: Option<PathBuf>) -> Result<(), VoiceError> {
         println!("Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("dialtone server: stopping");
-        drop(server);
+        // Every queued call record is committed before the process ends.
+        server.shutdown().await;
         Ok(())
     })
 }

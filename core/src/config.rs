@@ -312,6 +312,19 @@ pub struct ServerConfig {
     pub trusted_networks: Vec<String>,
     /// Seconds a callee rings before the call fails with 31408 (SIP 408 Request Timeout).
     pub ring_timeout_secs: u32,
+    /// How long a batch of call-record changes gathers before one transaction commits
+    /// it (milliseconds). The store is written off the signaling path; a crash loses at
+    /// most the changes of one window (see the server's `records` module).
+    pub records_batch_ms: u32,
+    /// Call-record changes that may wait for the disk; at this backlog new calls are
+    /// refused with `503 Service Unavailable` and `Retry-After` until it drains.
+    pub records_backlog: usize,
+    /// Overload: a new INVITE that waited longer than this (milliseconds) between
+    /// arriving and the server reading it is refused with `503` and `Retry-After`.
+    /// Retransmissions, REGISTER and requests inside calls are still served.
+    pub overload_delay_ms: u32,
+    /// The `Retry-After` (seconds) of an overload `503`.
+    pub retry_after_secs: u32,
     /// TwiML applications. An access token's `grants.voice.outgoing.application_sid`
     /// picks one; with exactly one configured, it is the default; with none, the
     /// development routing dials `client:NAME`.
@@ -418,6 +431,10 @@ impl Default for ServerConfig {
             api_key_secret: None,
             trusted_networks: vec!["127.0.0.0/8".to_owned()],
             ring_timeout_secs: 60,
+            records_batch_ms: 10,
+            records_backlog: 20_000,
+            overload_delay_ms: 100,
+            retry_after_secs: 2,
             applications: Vec::new(),
             trunks: Vec::new(),
         }
@@ -541,6 +558,16 @@ impl Config {
             if !ok {
                 return err("server.public_host", format!("{h:?}; expected a host name or address"));
             }
+        }
+        if self.server.records_backlog == 0 {
+            return err("server.records_backlog", "0; at least one change must be able to wait".into());
+        }
+        if self.server.records_batch_ms > 10_000 {
+            let ms = self.server.records_batch_ms;
+            return err("server.records_batch_ms", format!("{ms}; at most 10000 (a crash loses one window)"));
+        }
+        if self.server.overload_delay_ms == 0 {
+            return err("server.overload_delay_ms", "0 would refuse every call; at least 1".into());
         }
         for (i, t) in self.server.trunks.iter().enumerate() {
             let key = |k: &str| format!("server.trunks[{i}].{k}");

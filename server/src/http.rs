@@ -42,6 +42,9 @@ type Refusal = Box<Response>;
 pub(crate) struct Api {
     pub(crate) account: Account,
     pub(crate) store: Store,
+    /// Call records are written in batches: a read of calls flushes first, so it sees
+    /// every change made before the request.
+    pub(crate) records: crate::records::Records,
     pub(crate) hub: mpsc::UnboundedSender<HubMsg>,
 }
 
@@ -103,6 +106,7 @@ async fn list_calls(
             )
         }
     };
+    api.records.flush().await;
     match api.store.list_calls(&account, size).await {
         Ok(calls) => Json(json!({"calls": calls})).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
@@ -118,6 +122,7 @@ async fn get_call(
         return *r;
     }
     let sid = call.strip_suffix(".json").unwrap_or(&call);
+    api.records.flush().await;
     match api.store.get_call(&account, sid).await {
         Ok(Some(c)) => Json(c).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such call"),
@@ -316,6 +321,7 @@ async fn add_subscription(
     if f.get("Method").is_some_and(|m| !m.eq_ignore_ascii_case("POST")) {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Method: only POST is supported");
     }
+    api.records.flush().await;
     match api.store.get_call(&account, &call).await {
         Ok(Some(_)) => {}
         Ok(None) => return error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such call"),

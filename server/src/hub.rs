@@ -24,6 +24,7 @@ use dialtone_sip::wire;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::{new_sid, Account};
+use crate::records::Records;
 use crate::store::{now_ms, CallRecord, Store};
 use crate::token;
 use crate::twiml::{self, DialTarget, Verb};
@@ -48,8 +49,8 @@ pub(crate) enum HubMsg {
         reliable: bool,
         out: mpsc::UnboundedSender<Out>,
     },
-    /// Bytes from a flow (one whole message or keepalive).
-    Data(FlowId, Vec<u8>),
+    /// Bytes from a flow (one whole message or keepalive), and when they arrived.
+    Data(FlowId, Vec<u8>, Instant),
     /// The flow closed.
     Closed(FlowId),
     /// A snapshot of the registrar, for the API and tests.
@@ -88,6 +89,10 @@ pub(crate) struct HubConfig {
     pub(crate) udp: Option<crate::listen::Udp>,
     /// The hub's own inbox (for work that finishes later).
     pub(crate) inbox: mpsc::UnboundedSender<HubMsg>,
+    /// A new INVITE that waited longer than this in the inbox is refused with 503.
+    pub(crate) overload_delay: Duration,
+    /// The `Retry-After` of an overload 503, in seconds.
+    pub(crate) retry_after_secs: u32,
 }
 
 /// A configured SIP trunk, parsed.
@@ -196,6 +201,12 @@ struct Bridge {
 pub(crate) struct Hub {
     cfg: HubConfig,
     store: Store,
+    /// Call records, written off the signaling path.
+    records: Records,
+    /// How long the message being handled waited in the inbox.
+    inbox_delay: Duration,
+    /// New calls refused for overload since the last warning, and when that was.
+    shed: (u64, Option<Instant>),
     rx: mpsc::UnboundedReceiver<HubMsg>,
     flows: HashMap<FlowId, FlowState>,
     registrar: HashMap<String, Vec<Binding>>,
@@ -249,10 +260,18 @@ fn user_of(header: Option<&str>) -> Option<String> {
 }
 
 impl Hub {
-    pub(crate) fn new(cfg: HubConfig, store: Store, rx: mpsc::UnboundedReceiver<HubMsg>) -> Hub {
+    pub(crate) fn new(
+        cfg: HubConfig,
+        store: Store,
+        records: Records,
+        rx: mpsc::UnboundedReceiver<HubMsg>,
+    ) -> Hub {
         Hub {
             cfg,
             store,
+            records,
+            inbox_delay: Duration::ZERO,
+            shed: (0, None),
             rx,
             flows: HashMap::new(),
             registrar: HashMap::new(),
@@ -291,11 +310,13 @@ impl Hub {
                     let flow = Flow { transport, local, reliable };
                     self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote });
                 }
-                HubMsg::Data(id, bytes) => {
+                HubMsg::Data(id, bytes, arrived) => {
+                    self.inbox_delay = now.saturating_duration_since(arrived);
                     if let Some(f) = self.flows.get_mut(&id) {
                         f.ua.handle_input(&bytes, now);
                     }
                     self.drain().await;
+                    self.inbox_delay = Duration::ZERO;
                 }
                 HubMsg::Closed(id) => self.on_closed(id).await,
                 HubMsg::Routed(sid, result) => {
@@ -901,6 +922,9 @@ impl Hub {
                 ua.reject_with_headers(call, status, None, &headers, now);
             }
         };
+        if let Some(why) = self.overload() {
+            return self.shed_call(flow, call, &why, now);
+        }
         // Who is calling: a token's identity, or a trusted trunk.
         let mut app_sid = None;
         let mut by_token = false;
@@ -974,7 +998,7 @@ impl Hub {
             ua.set_response_headers(call, &[(wire::CALL_SID_HEADER, sid.clone())]);
         }
         let to = if wire::is_valid_identity(&target) { format!("client:{target}") } else { target.clone() };
-        self.record_leg(&sid, None, &caller, &to, "inbound").await;
+        self.record_leg(&sid, None, &caller, &to, "inbound");
         self.legs.insert((flow, call), (sid.clone(), Role::Caller));
         self.bridges.insert(
             sid.clone(),
@@ -1232,7 +1256,7 @@ impl Hub {
                 }
             };
         }
-        self.record_leg(&child_sid, Some(sid), &caller, &to, "outbound-dial").await;
+        self.record_leg(&child_sid, Some(sid), &caller, &to, "outbound-dial");
     }
 
     async fn on_answered(&mut self, flow: FlowId, call: CallId, response: &Message, now: Instant) {
@@ -1256,9 +1280,7 @@ impl Hub {
         self.cancel_callees(&sid, Some(i), now);
         let at = now_ms();
         for s in [&sid, &child_sid] {
-            if let Err(e) = self.store.answered(s, at).await {
-                tracing::error!(error = %e, "cannot record the answer");
-            }
+            self.records.answered(s, at);
         }
     }
 
@@ -1295,8 +1317,35 @@ impl Hub {
         }
     }
 
+    /// Why a new call is to be refused now, if it is: the inbox is slow or the record
+    /// writer is behind.
+    fn overload(&self) -> Option<String> {
+        if self.inbox_delay > self.cfg.overload_delay {
+            return Some(format!("the INVITE waited {} ms to be read", self.inbox_delay.as_millis()));
+        }
+        self.records.overloaded().map(|b| format!("{} call-record changes wait for the disk", b.backlog))
+    }
+
+    /// Refuses a new call for overload: 503 with Retry-After. The transaction absorbs
+    /// the caller's retransmissions; a warning says how many were refused, once a second.
+    fn shed_call(&mut self, flow: FlowId, call: CallId, why: &str, now: Instant) {
+        let e = VoiceError::new(ErrorCode::ServiceUnavailable, format!("the server is overloaded: {why}"));
+        let headers = [
+            ("Retry-After", self.cfg.retry_after_secs.to_string()),
+            (wire::ERROR_HEADER, wire::error_header(&e)),
+        ];
+        if let Some(ua) = self.ua(flow) {
+            ua.reject_with_headers(call, 503, Some("Service Unavailable"), &headers, now);
+        }
+        self.shed.0 += 1;
+        if self.shed.1.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            tracing::warn!(refused = self.shed.0, reason = %why, "overloaded: new calls get 503");
+            self.shed = (0, Some(now));
+        }
+    }
+
     /// Records a new, ringing leg.
-    async fn record_leg(&self, sid: &str, parent: Option<&str>, from: &str, to: &str, direction: &str) {
+    fn record_leg(&self, sid: &str, parent: Option<&str>, from: &str, to: &str, direction: &str) {
         let rec = CallRecord {
             sid: sid.to_owned(),
             parent_sid: parent.map(str::to_owned),
@@ -1311,9 +1360,7 @@ impl Hub {
             duration: None,
             end_cause: None,
         };
-        if let Err(e) = self.store.insert_call(&rec).await {
-            tracing::error!(call_sid = %sid, error = %e, "cannot record the call leg");
-        }
+        self.records.insert_call(rec);
     }
 
     /// A dial ended without an answer: the call goes on with the `<Dial action>`'s
@@ -1368,9 +1415,7 @@ impl Hub {
             ("DialCallSid".to_owned(), old_child.clone()),
             ("DialCallDuration".to_owned(), duration.to_string()),
         ];
-        if let Err(e) = self.store.ended(&old_child, dial_status, cause, now_ms()).await {
-            tracing::error!(error = %e, "cannot record the end of the dialed leg");
-        }
+        self.records.ended(&old_child, dial_status, cause, now_ms());
         let (inbox, sid) = (self.cfg.inbox.clone(), sid.to_owned());
         match action {
             Some(url) => {
@@ -1496,9 +1541,7 @@ impl Hub {
         self.legs.remove(&(b.caller.flow, b.caller.call));
         let at = now_ms();
         for s in [&b.sid, &b.child_sid] {
-            if let Err(e) = self.store.ended(s, outcome, cause, at).await {
-                tracing::error!(error = %e, "cannot record the end of the call");
-            }
+            self.records.ended(s, outcome, cause, at);
         }
         tracing::info!(call_sid = %sid, outcome, cause, "call ended");
     }

@@ -36,6 +36,7 @@ mod http;
 mod hub;
 mod listen;
 pub mod push;
+pub mod records;
 pub mod store;
 pub mod token;
 pub mod twiml;
@@ -107,6 +108,9 @@ pub struct Server {
     ca_file: Option<PathBuf>,
     data_dir: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The call-record writer: not aborted on drop, so that it commits what is queued
+    /// once the hub and the API have let go of their handles.
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -287,20 +291,40 @@ impl Server {
             trusted,
             ring_timeout: Duration::from_secs(u64::from(config.ring_timeout_secs.max(1))),
             max_message_size: max,
+            overload_delay: Duration::from_millis(u64::from(config.overload_delay_ms.max(1))),
+            retry_after_secs: config.retry_after_secs,
         };
-        let mut tasks = vec![tokio::spawn(hub::Hub::new(hub_cfg, store.clone(), hub_rx).run())];
+        let (records, writer) = records::Records::start(
+            store.clone(),
+            Duration::from_millis(u64::from(config.records_batch_ms)),
+            config.records_backlog,
+        );
+        let hub = hub::Hub::new(hub_cfg, store.clone(), records.clone(), hub_rx);
+        let mut tasks = vec![tokio::spawn(hub.run())];
         tasks.push(listen::serve_stream(tcp, None, hub_tx.clone(), max));
         tasks.push(listen::serve_stream(tls, Some(acceptor.clone()), hub_tx.clone(), max));
         tasks.push(listen::serve_ws(ws, None, hub_tx.clone(), max));
         tasks.push(listen::serve_ws(wss, Some(acceptor), hub_tx.clone(), max));
         tasks.push(udp.serve(max));
-        let api = http::router(http::Api { account: account.clone(), store, hub: hub_tx });
+        let api = http::router(http::Api { account: account.clone(), store, records, hub: hub_tx });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_l, api).await {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
         }));
-        Ok(Server { addrs, account, account_created, ca_file, data_dir, tasks })
+        Ok(Server { addrs, account, account_created, ca_file, data_dir, tasks, writer: Some(writer) })
+    }
+
+    /// Stops every listener and the hub, then waits until every queued call-record
+    /// change is committed. Dropping the server stops the same way without waiting.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.await;
+        }
     }
 
     /// Where it listens.

@@ -53,7 +53,7 @@ pub(crate) fn attach(
         while let Some(item) = receiver.recv().await {
             match item {
                 Ok(bytes) => {
-                    if hub.send(HubMsg::Data(id, bytes)).is_err() {
+                    if hub.send(HubMsg::Data(id, bytes, std::time::Instant::now())).is_err() {
                         return;
                     }
                 }
@@ -217,7 +217,7 @@ impl Udp {
                     Err(_) => return,
                 };
                 let Some(id) = self.flow_for(from) else { return };
-                if self.hub.send(HubMsg::Data(id, buf[..n].to_vec())).is_err() {
+                if self.hub.send(HubMsg::Data(id, buf[..n].to_vec(), std::time::Instant::now())).is_err() {
                     return;
                 }
             }

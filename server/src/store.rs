@@ -4,9 +4,10 @@
 //! servers can share one database.
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::records::RecordWrite;
 use crate::ServerError;
 
 /// One call leg.
@@ -149,6 +150,48 @@ const SCHEMA: [&str; 4] = [
     )",
 ];
 
+/// Applies one change of a call record.
+async fn apply<'e, E>(e: E, w: &RecordWrite) -> Result<(), ServerError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let q = match w {
+        RecordWrite::Insert(c) => sqlx::query(
+            "INSERT INTO calls (sid, parent_sid, account_sid, from_party, to_party, direction, status,
+                start_time, answer_time, end_time, duration, end_cause)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&c.sid)
+        .bind(&c.parent_sid)
+        .bind(&c.account_sid)
+        .bind(&c.from)
+        .bind(&c.to)
+        .bind(&c.direction)
+        .bind(&c.status)
+        .bind(c.start_time)
+        .bind(c.answer_time)
+        .bind(c.end_time)
+        .bind(c.duration)
+        .bind(&c.end_cause),
+        RecordWrite::Answered { sid, at } => {
+            sqlx::query("UPDATE calls SET status = 'in-progress', answer_time = $2 WHERE sid = $1")
+                .bind(sid)
+                .bind(*at)
+        }
+        RecordWrite::Ended { sid, status, cause, at } => sqlx::query(
+            "UPDATE calls SET status = $2, end_cause = $3, end_time = $4,
+                duration = CASE WHEN answer_time IS NULL THEN 0 ELSE ($4 - answer_time) / 1000 END
+             WHERE sid = $1 AND end_time IS NULL",
+        )
+        .bind(sid)
+        .bind(status)
+        .bind(cause)
+        .bind(*at),
+    };
+    q.execute(e).await.map_err(db)?;
+    Ok(())
+}
+
 /// Every column of a call record.
 const CALL_COLUMNS: &str = "SELECT sid, parent_sid, account_sid, from_party, to_party, direction, status,
     start_time, answer_time, end_time, duration, end_cause FROM calls";
@@ -168,7 +211,14 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, ServerError> {
         let memory = url.contains(":memory:");
         let opts: SqliteConnectOptions = url.parse().map_err(db)?;
-        let opts = opts.create_if_missing(true);
+        // WAL: readers never wait for the writer, and a committed transaction survives
+        // the process being killed. NORMAL syncs at checkpoints, not at every commit
+        // (a power cut can lose the last commits; a crash cannot).
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
         // An in-memory database lives in one connection.
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 4 })
@@ -183,55 +233,32 @@ impl Store {
 
     /// Records a new leg.
     pub async fn insert_call(&self, c: &CallRecord) -> Result<(), ServerError> {
-        sqlx::query(
-            "INSERT INTO calls (sid, parent_sid, account_sid, from_party, to_party, direction, status,
-                start_time, answer_time, end_time, duration, end_cause)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&c.sid)
-        .bind(&c.parent_sid)
-        .bind(&c.account_sid)
-        .bind(&c.from)
-        .bind(&c.to)
-        .bind(&c.direction)
-        .bind(&c.status)
-        .bind(c.start_time)
-        .bind(c.answer_time)
-        .bind(c.end_time)
-        .bind(c.duration)
-        .bind(&c.end_cause)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        apply(&self.pool, &RecordWrite::Insert(c.clone())).await
     }
 
     /// Marks a leg answered.
     pub async fn answered(&self, sid: &str, at: i64) -> Result<(), ServerError> {
-        sqlx::query("UPDATE calls SET status = 'in-progress', answer_time = $2 WHERE sid = $1")
-            .bind(sid)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        apply(&self.pool, &RecordWrite::Answered { sid: sid.to_owned(), at }).await
     }
 
     /// Marks a leg ended with its final status and cause (once).
     pub async fn ended(&self, sid: &str, status: &str, cause: &str, at: i64) -> Result<(), ServerError> {
-        sqlx::query(
-            "UPDATE calls SET status = $2, end_cause = $3, end_time = $4,
-                duration = CASE WHEN answer_time IS NULL THEN 0 ELSE ($4 - answer_time) / 1000 END
-             WHERE sid = $1 AND end_time IS NULL",
-        )
-        .bind(sid)
-        .bind(status)
-        .bind(cause)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let w = RecordWrite::Ended {
+            sid: sid.to_owned(),
+            status: status.to_owned(),
+            cause: cause.to_owned(),
+            at,
+        };
+        apply(&self.pool, &w).await
+    }
+
+    /// Applies `writes` in order in one transaction: all of them, or none.
+    pub async fn write_batch(&self, writes: &[RecordWrite]) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for w in writes {
+            apply(&mut *tx, w).await?;
+        }
+        tx.commit().await.map_err(db)
     }
 
     /// The account's calls, newest first.
