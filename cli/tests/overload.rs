@@ -3,6 +3,8 @@
 //! retransmission is absorbed by the transaction, a REGISTER is still served, and once
 //! the backlog drains calls are taken again. The REST API sees what was written.
 
+#![allow(clippy::unwrap_used)]
+
 mod plain_sip;
 mod proc;
 

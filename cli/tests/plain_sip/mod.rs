@@ -2,7 +2,7 @@
 //! trusted source (127.0.0.0/8): INVITEs to an identity nobody registered, which the
 //! server records and answers 480 at once, and REGISTERs.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
