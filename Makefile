@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what is missing first (scripts/setup).
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit doc fuzz
+.PHONY: demo test setup lint unit doc fuzz bench-server
 
 ## Runs the demo: an in-process server and two clients, alice calling bob.
 demo:
@@ -28,3 +28,8 @@ unit:
 # Each SIP parser's fuzz target for a bounded time (FUZZ_SECONDS, default 20).
 fuzz:
 	bash scripts/fuzz
+
+## The server under open-loop load beside Kamailio (sipp; see docs/benchmarks.md).
+bench-server:
+	@bash scripts/setup bench
+	$(CARGO) bench -p dialtone-cli --bench server_open_loop

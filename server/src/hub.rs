@@ -9,7 +9,8 @@
 //! writer draining it. Time comes from the hub's single timer (the earliest of every
 //! user agent's timers and every ring timeout).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -130,6 +131,8 @@ struct FlowState {
     ua: UserAgent,
     out: mpsc::UnboundedSender<Out>,
     remote: SocketAddr,
+    /// The wake-up the timer heap holds for this flow's user agent.
+    wake: Option<Instant>,
 }
 
 struct Binding {
@@ -207,6 +210,11 @@ pub(crate) struct Hub {
     inbox_delay: Duration,
     /// New calls refused for overload since the last warning, and when that was.
     shed: (u64, Option<Instant>),
+    /// Flows whose user agent was handed input or a command since the last drain: only
+    /// these are polled, never every flow.
+    touched: Vec<FlowId>,
+    /// Every flow's next wake-up (stale entries are skipped when they come up).
+    timers: BinaryHeap<Reverse<(Instant, FlowId)>>,
     rx: mpsc::UnboundedReceiver<HubMsg>,
     flows: HashMap<FlowId, FlowState>,
     registrar: HashMap<String, Vec<Binding>>,
@@ -272,6 +280,8 @@ impl Hub {
             records,
             inbox_delay: Duration::ZERO,
             shed: (0, None),
+            touched: Vec::new(),
+            timers: BinaryHeap::new(),
             rx,
             flows: HashMap::new(),
             registrar: HashMap::new(),
@@ -308,12 +318,13 @@ impl Hub {
                         None => local.to_string(),
                     };
                     let flow = Flow { transport, local, reliable };
-                    self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote });
+                    self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote, wake: None });
+                    self.touched.push(id);
                 }
                 HubMsg::Data(id, bytes, arrived) => {
                     self.inbox_delay = now.saturating_duration_since(arrived);
-                    if let Some(f) = self.flows.get_mut(&id) {
-                        f.ua.handle_input(&bytes, now);
+                    if let Some(ua) = self.ua(id) {
+                        ua.handle_input(&bytes, now);
                     }
                     self.drain().await;
                     self.inbox_delay = Duration::ZERO;
@@ -357,17 +368,27 @@ impl Hub {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let ua = self.flows.values().filter_map(|f| f.ua.poll_timeout());
+        let ua = self.timers.peek().map(|Reverse((t, _))| *t);
         let ring = self.bridges.values().filter(|b| b.answered.is_none()).map(|b| b.ring_deadline);
         let orphans = self.orphans.values().map(|(_, d)| *d);
-        ua.chain(ring).chain(orphans).min()
+        ua.into_iter().chain(ring).chain(orphans).min()
     }
 
     async fn on_timer(&mut self, now: Instant) {
-        for f in self.flows.values_mut() {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(f) = self.flows.get_mut(&id) else { continue };
+            if f.wake != Some(t) {
+                continue; // stale: the flow's wake-up moved, and the heap holds the new one
+            }
+            f.wake = None;
             if f.ua.poll_timeout().is_some_and(|t| t <= now) {
                 f.ua.handle_timeout(now);
             }
+            self.touched.push(id);
         }
         let expired: Vec<FlowId> =
             self.orphans.iter().filter(|(_, (_, d))| *d <= now).map(|(f, _)| *f).collect();
@@ -401,8 +422,15 @@ impl Hub {
     /// Sends what every user agent queued and handles their events, until quiet.
     async fn drain(&mut self) {
         for _ in 0..64 {
+            let mut ids = std::mem::take(&mut self.touched);
+            if ids.is_empty() {
+                return;
+            }
+            ids.sort_unstable();
+            ids.dedup();
             let mut events = Vec::new();
-            for (id, f) in self.flows.iter_mut() {
+            for id in ids {
+                let Some(f) = self.flows.get_mut(&id) else { continue };
                 while let Some(t) = f.ua.poll_transmit() {
                     let bytes = match t {
                         Transmit::Message(b) => b,
@@ -412,11 +440,15 @@ impl Hub {
                     let _ = f.out.send(Out::Bytes(bytes));
                 }
                 while let Some(e) = f.ua.poll_event() {
-                    events.push((*id, e));
+                    events.push((id, e));
                 }
-            }
-            if events.is_empty() {
-                return;
+                let wake = f.ua.poll_timeout();
+                if wake != f.wake {
+                    f.wake = wake;
+                    if let Some(t) = wake {
+                        self.timers.push(Reverse((t, id)));
+                    }
+                }
             }
             for (flow, e) in events {
                 self.on_event(flow, e).await;
@@ -424,8 +456,11 @@ impl Hub {
         }
     }
 
+    /// A flow's user agent, marked for the next drain (its output and timer).
     fn ua(&mut self, flow: FlowId) -> Option<&mut UserAgent> {
-        self.flows.get_mut(&flow).map(|f| &mut f.ua)
+        let f = self.flows.get_mut(&flow)?;
+        self.touched.push(flow);
+        Some(&mut f.ua)
     }
 
     async fn on_closed(&mut self, id: FlowId) {
@@ -597,6 +632,11 @@ impl Hub {
             .map(|(f, (ua, _))| (f, ua))
             .chain(self.flows.iter_mut().filter(|(f, _)| **f != flow).map(|(f, st)| (f, &mut st.ua)))
             .find_map(|(old, ua)| ua.take_call(&request).map(|(c, m)| (*old, c, m)));
+        if let Some((old, _, _)) = &found {
+            if self.flows.contains_key(old) {
+                self.touched.push(*old);
+            }
+        }
         let Some((old_flow, old_call, moved)) = found else {
             if let Some(ua) = self.ua(flow) {
                 ua.refuse_unknown(&request, now);
