@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what is missing first (scripts/setup).
 CARGO ?= cargo
 
-.PHONY: demo test setup lint unit doc fuzz bench-server
+.PHONY: demo test setup lint unit doc fuzz fuzz-long bench-server
 
 ## Runs the demo: an in-process server and two clients, alice calling bob.
 demo:
@@ -9,7 +9,7 @@ demo:
 	$(CARGO) run --quiet -p dialtone-cli --bin dialtone -- demo
 
 ## Runs the whole test suite: format, lints, docs, unit, integration and doc tests,
-## then every SIP fuzz target for a bounded time.
+## then every fuzz target for a bounded time.
 test: setup lint doc unit fuzz
 
 setup:
@@ -25,9 +25,15 @@ doc:
 unit:
 	$(CARGO) test --workspace --no-fail-fast
 
-# Each SIP parser's fuzz target for a bounded time (FUZZ_SECONDS, default 20).
+# Every fuzz target (the SIP parsers; TwiML, tokens, the push payload, the REST API
+# and SDP) for a bounded time each (FUZZ_SECONDS, default 20).
 fuzz:
 	bash scripts/fuzz
+
+# Ten million executions of each fuzz target (hours; not part of `make test`).
+fuzz-long:
+	@bash scripts/setup
+	FUZZ_RUNS=10000000 bash scripts/fuzz
 
 ## The server under open-loop load beside Kamailio (sipp; see docs/benchmarks.md).
 bench-server:

@@ -9,12 +9,14 @@
 //!   of the same kind of UAS, in the same run, driven the same way.
 //!
 //! For each rate, `SECONDS` (default 10) of calls with no pause between the 200 and the
-//! BYE; p50 and p99 of INVITE→200 from sipp's response-time trace; failed calls and
-//! retransmissions from its statistics. Then a burst of 10 s at `BURST` calls/s
+//! BYE. INVITE→200 is timed on the wire: tcpdump captures the caller's port on the
+//! loopback, and each call's time runs from its first INVITE to its first 200 (sipp's
+//! own response times count in 4 ms steps). Failed calls and retransmissions come from
+//! sipp's statistics. Then a burst of 10 s at `BURST` calls/s
 //! (default three times the highest clean rate found for Dialtone), and 5 s after it
 //! 50 probe calls. Rates: `RATES` (default `100,200,500,1000,1500,2000,2500,3000`).
 //!
-//! Needs `sipp` (Debian `sip-tester`) and `kamailio`: `bash scripts/setup bench`.
+//! Needs `sipp` (Debian `sip-tester`), `tcpdump` and `kamailio`: `bash scripts/setup bench`.
 //! Run: `cargo bench -p dialtone-cli --bench server_open_loop`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
@@ -88,6 +90,50 @@ const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// The callee: answers every INVITE with 200 at once (copying Record-Route, as a UAS
+/// must, so that a proxy stays on the path), then takes the ACK and the BYE.
+const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="open-loop uas">
+  <recv request="INVITE" crlf="true"></recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"></recv>
+  <recv request="BYE"></recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"#;
+
 const KAMAILIO_CFG: &str = r#"#!KAMAILIO
 debug=0
 log_stderror=yes
@@ -95,11 +141,13 @@ children=4
 auto_aliases=no
 listen=udp:127.0.0.1:{PORT}
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "sl.so"
 loadmodule "tm.so"
+loadmodule "sl.so"
 loadmodule "rr.so"
 loadmodule "pv.so"
 loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
 request_route {
     if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
     if (has_totag()) {
@@ -137,8 +185,10 @@ fn need(tool: &str) {
 /// A sipp UAS answering every INVITE at once, on a free port.
 fn uas(dir: &Path) -> (Proc, u16) {
     let port = free_udp_port();
+    let scenario = dir.join(format!("uas-{port}.xml"));
+    std::fs::write(&scenario, UAS).unwrap();
     let child = Command::new("sipp")
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string(), "-bg", "-nostdin"])
+        .args(["-sf", scenario.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -151,8 +201,11 @@ fn uas(dir: &Path) -> (Proc, u16) {
 /// One fixed-rate run's figures.
 #[derive(Debug, Default)]
 struct Run {
-    rate: u32,
     calls: u64,
+    /// Calls whose INVITE and 200 were both captured (the percentiles' sample).
+    timed: u64,
+    /// Packets the capture lost.
+    dropped: u64,
     ok: u64,
     failed: u64,
     retransmissions: u64,
@@ -166,13 +219,18 @@ impl Run {
     }
 
     fn cell(&self) -> String {
+        if self.timed == 0 {
+            return format!("**no call answered**, {} of {} failed", self.failed, self.calls);
+        }
+        let lost =
+            if self.dropped > 0 { format!(", {} packets not captured", self.dropped) } else { String::new() };
         if self.failed > 0 {
             format!(
-                "{:.2} / {:.2} ms, **{} of {} failed**, {} retr.",
+                "{:.2} / {:.2} ms, **{} of {} failed**, {} retr.{lost}",
                 self.p50_ms, self.p99_ms, self.failed, self.calls, self.retransmissions
             )
         } else {
-            format!("{:.2} / {:.2} ms, {} retr.", self.p50_ms, self.p99_ms, self.retransmissions)
+            format!("{:.2} / {:.2} ms, {} retr.{lost}", self.p50_ms, self.p99_ms, self.retransmissions)
         }
     }
 }
@@ -192,11 +250,22 @@ fn sipp_uac(dir: &Path, target: &str, rate: u32, calls: u64) -> Run {
     let scenario = run_dir.join("uac.xml");
     std::fs::write(&scenario, UAC).unwrap();
     let limit = (rate * 30).max(1000).to_string();
+    let port = free_udp_port();
+    let pcap = run_dir.join("calls.pcap");
+    let capture = Command::new("tcpdump")
+        .args(["-i", "lo", "-n", "-s", "4096", "-B", "65536", "-U", "-w"])
+        .arg(&pcap)
+        .args(["udp", "and", "port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&pcap);
     let status = Command::new("sipp")
         .arg(target)
-        .args(["-sf", scenario.to_str().unwrap(), "-s", "bench", "-i", "127.0.0.1", "-p", "0"])
+        .args(["-sf", scenario.to_str().unwrap(), "-s", "bench", "-i", "127.0.0.1", "-p", &port.to_string()])
         .args(["-r", &rate.to_string(), "-m", &calls.to_string(), "-l", &limit])
-        .args(["-trace_rtt", "-rtt_freq", "100", "-trace_stat", "-fd", "1", "-nostdin"])
+        .args(["-trace_stat", "-fd", "1", "-nostdin"])
         .args(["-timeout", "120", "-timeout_error", "-recv_timeout", "10000"])
         .current_dir(&run_dir)
         .stdout(Stdio::null())
@@ -204,20 +273,22 @@ fn sipp_uac(dir: &Path, target: &str, rate: u32, calls: u64) -> Run {
         .status()
         .unwrap();
     let _ = status;
-    let mut run = Run { rate, calls, ..Run::default() };
-    // Response times: the rtt file's second column, in milliseconds.
-    let mut rtts = Vec::new();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill").args(["-INT", &capture.id().to_string()]).status();
+    let out = capture.wait_with_output().unwrap();
+    let dropped = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("dropped by kernel"))
+        .and_then(|l| l.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .unwrap_or(0);
+    let mut run = Run { calls, dropped, ..Run::default() };
+    let mut rtts = invite_to_200_ms(&std::fs::read(&pcap).unwrap_or_default(), port);
+    run.timed = rtts.len() as u64;
     let mut stat_lines = Vec::new();
     for e in std::fs::read_dir(&run_dir).unwrap().map_while(Result::ok) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if name.ends_with("_rtt.csv") {
-            for l in text.lines().skip(1) {
-                if let Some(v) = l.split(';').nth(1).and_then(|v| v.trim().parse::<f64>().ok()) {
-                    rtts.push(v);
-                }
-            }
-        } else if name.ends_with("_.csv") || (name.ends_with(".csv") && !name.ends_with("_rtt.csv")) {
+        if name.ends_with("_.csv") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             stat_lines = text.lines().map(str::to_owned).collect();
         }
     }
@@ -228,7 +299,11 @@ fn sipp_uac(dir: &Path, target: &str, rate: u32, calls: u64) -> Run {
         let cols: Vec<&str> = header.split(';').collect();
         let vals: Vec<&str> = last.split(';').collect();
         let get = |name: &str| {
-            cols.iter().position(|c| *c == name).and_then(|i| vals.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
+            cols.iter()
+                .position(|c| *c == name)
+                .and_then(|i| vals.get(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
         run.ok = get("SuccessfulCall(C)");
         run.failed = get("FailedCall(C)");
@@ -240,8 +315,77 @@ fn sipp_uac(dir: &Path, target: &str, rate: u32, calls: u64) -> Run {
     run
 }
 
+fn wait_for_file(p: &Path) {
+    for _ in 0..100 {
+        if p.exists() {
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("tcpdump did not start writing {}", p.display());
+}
+
+/// INVITE→200 of every call in a pcap of the caller's port `port` (loopback, Ethernet
+/// framing): from the first INVITE the caller sent to the first 200 for it, in ms.
+fn invite_to_200_ms(pcap: &[u8], port: u16) -> Vec<f64> {
+    use std::collections::HashMap;
+    if pcap.len() < 24 {
+        return Vec::new();
+    }
+    let magic = u32::from_le_bytes(pcap[0..4].try_into().unwrap());
+    let nanos = match magic {
+        0xa1b2_c3d4 => false,
+        0xa1b2_3c4d => true,
+        other => panic!("not a little-endian pcap file: {other:#x}"),
+    };
+    let linktype = u32::from_le_bytes(pcap[20..24].try_into().unwrap());
+    let link_header = match linktype {
+        1 => 14,   // Ethernet (the loopback on Linux)
+        113 => 16, // Linux cooked capture
+        other => panic!("link type {other} not handled"),
+    };
+    let (mut sent, mut answered): (HashMap<String, f64>, HashMap<String, f64>) = Default::default();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let u = |o: usize| u32::from_le_bytes(pcap[at + o..at + o + 4].try_into().unwrap());
+        let t = f64::from(u(0)) * 1e3 + f64::from(u(4)) / if nanos { 1e6 } else { 1e3 };
+        let caplen = u(8) as usize;
+        let packet = &pcap[(at + 16).min(pcap.len())..(at + 16 + caplen).min(pcap.len())];
+        at += 16 + caplen;
+        let Some(ip) = packet.get(link_header..) else { continue };
+        if ip.is_empty() || ip[0] >> 4 != 4 {
+            continue;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 {
+            continue;
+        }
+        let src = u16::from_be_bytes([udp[0], udp[1]]);
+        let text = String::from_utf8_lossy(&udp[8..]);
+        let header = |name: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let Some(call_id) = header("Call-ID") else { continue };
+        if src == port && text.starts_with("INVITE ") {
+            sent.entry(call_id).or_insert(t);
+        } else if src != port
+            && text.starts_with("SIP/2.0 200")
+            && header("CSeq").is_some_and(|c| c.ends_with("INVITE"))
+        {
+            answered.entry(call_id).or_insert(t);
+        }
+    }
+    answered.iter().filter_map(|(id, a)| sent.get(id).map(|s| a - s)).collect()
+}
+
 fn rand_tag() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        % 1_000_000_007
 }
 
 /// `dialtone server` with the default store, dialing every call to the UAS on `uas`.
@@ -279,8 +423,11 @@ fn dialtone(home: &Path, uas: u16) -> (Proc, String) {
 fn kamailio(dir: &Path, uas: u16) -> (Proc, String) {
     let port = free_udp_port();
     let cfg = dir.join("kamailio.cfg");
-    std::fs::write(&cfg, KAMAILIO_CFG.replace("{PORT}", &port.to_string()).replace("{UAS}", &uas.to_string()))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        KAMAILIO_CFG.replace("{PORT}", &port.to_string()).replace("{UAS}", &uas.to_string()),
+    )
+    .unwrap();
     let child = Command::new("kamailio")
         .args(["-DD", "-E", "-f", cfg.to_str().unwrap(), "-m", "256", "-M", "32"])
         .arg("-P")
@@ -352,10 +499,8 @@ fn main() {
         }
 
         // The burst: three times Dialtone's clean capacity for 10 s, then probes.
-        let burst: u32 = std::env::var("BURST")
-            .ok()
-            .and_then(|b| b.parse().ok())
-            .unwrap_or((best_dialtone.max(100)) * 3);
+        let burst: u32 =
+            std::env::var("BURST").ok().and_then(|b| b.parse().ok()).unwrap_or((best_dialtone.max(100)) * 3);
         let mut burst_rows = Vec::new();
         for (name, t) in [("dialtone", &target), ("kamailio", &k_target)] {
             let b = sipp_uac(&dir, t, burst, u64::from(burst) * 10);

@@ -32,6 +32,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 pub mod accounts;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod listen;
