@@ -215,6 +215,8 @@ pub(crate) struct Hub {
     touched: Vec<FlowId>,
     /// Every flow's next wake-up (stale entries are skipped when they come up).
     timers: BinaryHeap<Reverse<(Instant, FlowId)>>,
+    /// Every dial's ring timeout, by call SID (stale once answered or re-dialed).
+    ring_timers: BinaryHeap<Reverse<(Instant, String)>>,
     rx: mpsc::UnboundedReceiver<HubMsg>,
     flows: HashMap<FlowId, FlowState>,
     registrar: HashMap<String, Vec<Binding>>,
@@ -282,6 +284,7 @@ impl Hub {
             shed: (0, None),
             touched: Vec::new(),
             timers: BinaryHeap::new(),
+            ring_timers: BinaryHeap::new(),
             rx,
             flows: HashMap::new(),
             registrar: HashMap::new(),
@@ -369,7 +372,7 @@ impl Hub {
 
     fn next_wake(&self) -> Option<Instant> {
         let ua = self.timers.peek().map(|Reverse((t, _))| *t);
-        let ring = self.bridges.values().filter(|b| b.answered.is_none()).map(|b| b.ring_deadline);
+        let ring = self.ring_timers.peek().map(|Reverse((t, _))| *t);
         let orphans = self.orphans.values().map(|(_, d)| *d);
         ua.into_iter().chain(ring).chain(orphans).min()
     }
@@ -405,12 +408,16 @@ impl Hub {
                 self.end_bridge(&sid, Some(role), Some(&e), "completed").await;
             }
         }
-        let timed_out: Vec<String> = self
-            .bridges
-            .values()
-            .filter(|b| b.answered.is_none() && b.ring_deadline <= now)
-            .map(|b| b.sid.clone())
-            .collect();
+        let mut timed_out = Vec::new();
+        while let Some(Reverse((t, _))) = self.ring_timers.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, sid))) = self.ring_timers.pop() else { break };
+            if self.bridges.get(&sid).is_some_and(|b| b.answered.is_none() && b.ring_deadline == t) {
+                timed_out.push(sid);
+            }
+        }
         for sid in timed_out {
             tracing::info!(call_sid = %sid, "ring timeout");
             let e = VoiceError::new(ErrorCode::RequestTimeout, "nobody answered before the ring timeout");
@@ -1271,6 +1278,7 @@ impl Hub {
         if let Some(b) = self.bridges.get_mut(sid) {
             b.callees = callees;
             b.ring_deadline = now + timeout;
+            self.ring_timers.push(Reverse((b.ring_deadline, sid.to_owned())));
             b.dial_from = Some(from.clone());
             b.pushed = pushed;
         }

@@ -22,6 +22,7 @@
 pub mod digest;
 pub mod header;
 pub mod message;
+mod timed;
 pub mod transaction;
 pub mod ua;
 pub mod wire;

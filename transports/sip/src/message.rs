@@ -51,7 +51,7 @@ pub enum ParseError {
 }
 
 /// A SIP method.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Method {
     /// INVITE

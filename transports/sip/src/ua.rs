@@ -12,12 +12,14 @@
 //! proxy). After a reconnection, [`UserAgent::set_flow`] gives it the new one; the
 //! next requests carry the new Via and Contact.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::digest::Challenge;
 use crate::header::{NameAddr, Uri, Via};
 use crate::message::{bad_request_for, Message, Method, ParseError, StartLine, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::timed::{Deadline, TimedMap};
 use crate::transaction::{ClientTx, ClientVerdict, ServerTx, Timers, TxTimerAction};
 
 /// The methods this user agent understands (its `Allow` header).
@@ -315,6 +317,24 @@ struct Dialog {
 /// BYE, when an ACK is due and which requests the dialog takes. It is not the call's
 /// state: that is core's `CallState`, which the agent reads from the call itself; the
 /// two never mirror each other.
+/// When an answered call's 2xx next needs attention: its retransmission, else the
+/// give-up.
+fn ok_deadline(at: Option<Instant>, give_up: Instant) -> Instant {
+    at.map_or(give_up, |a| a.min(give_up))
+}
+
+impl Deadline for (ClientTx, Purpose) {
+    fn deadline(&self) -> Option<Instant> {
+        self.0.next_timeout()
+    }
+}
+
+impl Deadline for ServerTx {
+    fn deadline(&self) -> Option<Instant> {
+        self.next_timeout()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DialogState {
     /// UAC: INVITE out. UAS: INVITE in, not answered.
@@ -361,8 +381,11 @@ pub struct UserAgent {
     flow: Flow,
     rng: u64,
     token: Option<String>,
-    client: HashMap<(String, Method), (ClientTx, Purpose)>,
-    server: HashMap<(String, Method), ServerTx>,
+    client: TimedMap<(String, Method), (ClientTx, Purpose)>,
+    server: TimedMap<(String, Method), ServerTx>,
+    /// When each answered call's 2xx is next retransmitted or given up (stale entries
+    /// are skipped), so that a wake-up never visits every call.
+    ok_timers: BinaryHeap<Reverse<(Instant, CallId)>>,
     calls: HashMap<CallId, Call>,
     next_call: u64,
     next_info: u64,
@@ -384,8 +407,9 @@ impl UserAgent {
             config,
             flow,
             token: None,
-            client: HashMap::new(),
-            server: HashMap::new(),
+            client: TimedMap::new(),
+            server: TimedMap::new(),
+            ok_timers: BinaryHeap::new(),
             calls: HashMap::new(),
             next_call: 1,
             next_info: 1,
@@ -943,7 +967,7 @@ impl UserAgent {
 
     fn respond_in(&mut self, key: &(String, Method), resp: Message, now: Instant) {
         let bytes = resp.to_bytes();
-        if let Some(tx) = self.server.get_mut(key) {
+        if let Some(mut tx) = self.server.get_mut(key) {
             if !tx.respond(&resp, bytes.clone(), now) {
                 return;
             }
@@ -1042,7 +1066,9 @@ impl UserAgent {
         let reliable = self.flow.reliable;
         if let Some(c) = self.calls.get_mut(&id) {
             c.state = DialogState::Answered;
-            c.ok_retransmit = Some((bytes, (!reliable).then(|| now + t1), t1, now + t1 * 64));
+            let (at, give_up) = ((!reliable).then(|| now + t1), now + t1 * 64);
+            c.ok_retransmit = Some((bytes, at, t1, give_up));
+            self.ok_timers.push(Reverse((ok_deadline(at, give_up), id)));
         }
     }
 
@@ -1094,7 +1120,9 @@ impl UserAgent {
             let t1 = self.config.timers.t1;
             let bytes = resp.to_bytes();
             let reliable = self.flow.reliable;
-            call.ok_retransmit = Some((bytes, (!reliable).then(|| now + t1), t1, now + t1 * 64));
+            let (at, give_up) = ((!reliable).then(|| now + t1), now + t1 * 64);
+            call.ok_retransmit = Some((bytes, at, t1, give_up));
+            self.ok_timers.push(Reverse((ok_deadline(at, give_up), id)));
         }
         self.respond_in(&(branch, method), resp, now);
     }
@@ -1144,7 +1172,7 @@ impl UserAgent {
     fn on_response(&mut self, resp: Message, now: Instant) {
         let (Some(branch), Some((_, method))) = (resp.top_branch(), resp.cseq()) else { return };
         let key = (branch, method.clone());
-        let Some((tx, purpose)) = self.client.get_mut(&key) else {
+        let Some(mut entry) = self.client.get_mut(&key) else {
             // A retransmitted 2xx to an INVITE whose transaction is gone: ACK again.
             if method == Method::Invite && resp.status().is_some_and(|s| (200..300).contains(&s)) {
                 let ack = self
@@ -1158,8 +1186,9 @@ impl UserAgent {
             }
             return;
         };
-        let purpose = *purpose;
-        let (verdict, ack) = tx.on_response(&resp, now);
+        let purpose = entry.1;
+        let (verdict, ack) = entry.0.on_response(&resp, now);
+        drop(entry);
         if let Some(a) = ack {
             self.transmits.push_back(Transmit::Message(a));
         }
@@ -1380,7 +1409,7 @@ impl UserAgent {
     }
 
     fn on_ack(&mut self, req: &Message, branch: &str, now: Instant) {
-        if let Some(tx) = self.server.get_mut(&(branch.to_owned(), Method::Invite)) {
+        if let Some(mut tx) = self.server.get_mut(&(branch.to_owned(), Method::Invite)) {
             if !tx.is_terminated() {
                 tx.on_ack(now);
                 return;
@@ -1402,41 +1431,46 @@ impl UserAgent {
 
     // ---------------------------------------------------------------- time
 
-    /// When [`UserAgent::handle_timeout`] should next run.
+    /// When [`UserAgent::handle_timeout`] should next run. Found from heaps of deadlines,
+    /// not by visiting every transaction and call; it may be early (nothing due then),
+    /// never late.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let tx = self.client.values().filter_map(|(t, _)| t.next_timeout());
-        let stx = self.server.values().filter_map(ServerTx::next_timeout);
-        let ok =
-            self.calls.values().filter_map(|c| c.ok_retransmit.as_ref()).map(
-                |(_, at, _, give_up)| match at {
-                    Some(a) => (*a).min(*give_up),
-                    None => *give_up,
-                },
-            );
-        tx.chain(stx).chain(ok).chain(self.reg_refresh_at).chain(self.keepalive_at).min()
+        let ok = self.ok_timers.peek().map(|Reverse((t, _))| *t);
+        [self.client.next_deadline(), self.server.next_deadline(), ok, self.reg_refresh_at, self.keepalive_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Runs what is due at `now`.
+    /// Runs what is due at `now`: only the transactions and calls whose deadlines
+    /// have come.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut fired = Vec::new();
-        for (key, (tx, purpose)) in self.client.iter_mut() {
+        for key in self.client.due(now) {
+            let Some(mut entry) = self.client.get_mut(&key) else { continue };
+            let (tx, purpose) = &mut *entry;
             while tx.next_timeout().is_some_and(|t| t <= now) {
                 match tx.on_timer(now) {
                     Some(TxTimerAction::Retransmit(b)) => self.transmits.push_back(Transmit::Message(b)),
-                    Some(TxTimerAction::TimedOut) => fired.push((key.clone(), *purpose)),
+                    Some(TxTimerAction::TimedOut) => fired.push(*purpose),
                     None => {}
                 }
                 if tx.is_terminated() {
                     break;
                 }
             }
+            let done = tx.is_terminated();
+            drop(entry);
+            if done {
+                self.client.remove(&key);
+            }
         }
-        self.client.retain(|_, (tx, _)| !tx.is_terminated());
-        for (_, purpose) in fired {
+        for purpose in fired {
             self.on_client_timeout(purpose, now);
         }
         let mut no_ack = Vec::new();
-        for tx in self.server.values_mut() {
+        for key in self.server.due(now) {
+            let Some(mut tx) = self.server.get_mut(&key) else { continue };
             while tx.next_timeout().is_some_and(|t| t <= now) {
                 match tx.on_timer(now) {
                     Some(TxTimerAction::Retransmit(b)) => self.transmits.push_back(Transmit::Message(b)),
@@ -1447,14 +1481,26 @@ impl UserAgent {
                     break;
                 }
             }
+            let done = tx.is_terminated();
+            drop(tx);
+            if done {
+                self.server.remove(&key);
+            }
         }
-        self.server.retain(|_, tx| !tx.is_terminated());
         // 2xx retransmission and timer-H-like give-up for answers never ACKed.
         let mut lost = Vec::new();
-        for (id, call) in self.calls.iter_mut() {
+        while let Some(&Reverse((t, id))) = self.ok_timers.peek() {
+            if t > now {
+                break;
+            }
+            self.ok_timers.pop();
+            let Some(call) = self.calls.get_mut(&id) else { continue };
             let Some((bytes, at, interval, give_up)) = call.ok_retransmit.as_mut() else { continue };
+            if ok_deadline(*at, *give_up) != t {
+                continue; // stale: the heap holds this call's current deadline
+            }
             if *give_up <= now {
-                lost.push(*id);
+                lost.push(id);
                 continue;
             }
             if at.is_some_and(|a| a <= now) {
@@ -1462,6 +1508,8 @@ impl UserAgent {
                 *interval = (*interval * 2).min(self.config.timers.t2);
                 *at = Some(now + *interval);
             }
+            let next = ok_deadline(*at, *give_up);
+            self.ok_timers.push(Reverse((next, id)));
         }
         for id in lost {
             if let Some(c) = self.calls.get_mut(&id) {
