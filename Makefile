@@ -35,7 +35,9 @@ fuzz-long:
 	@bash scripts/setup
 	FUZZ_RUNS=10000000 bash scripts/fuzz
 
-## The server under open-loop load beside Kamailio (sipp; see docs/benchmarks.md).
+## The server under open-loop load beside Kamailio (sipp), and 50,000 idle WebSocket
+## registrations (see docs/benchmarks.md).
 bench-server:
 	@bash scripts/setup bench
 	$(CARGO) bench -p dialtone-cli --bench server_open_loop
+	$(CARGO) bench -p dialtone-cli --bench server_registrations

@@ -206,6 +206,10 @@ struct Run {
     timed: u64,
     /// Packets the capture lost.
     dropped: u64,
+    /// Calls refused with an error response (a 503 when the server sheds load).
+    refused: u64,
+    /// Calls that timed out (no answer after every retransmission).
+    timed_out: u64,
     ok: u64,
     failed: u64,
     retransmissions: u64,
@@ -308,6 +312,8 @@ fn sipp_uac(dir: &Path, target: &str, rate: u32, calls: u64) -> Run {
         run.ok = get("SuccessfulCall(C)");
         run.failed = get("FailedCall(C)");
         run.retransmissions = get("Retransmissions(C)");
+        run.refused = get("FailedUnexpectedMessage(C)");
+        run.timed_out = get("FailedMaxUDPRetrans(C)") + get("FailedTimeoutOnRecv(C)");
     }
     // Calls sipp never finished count as failed too.
     run.failed = run.failed.max(calls.saturating_sub(run.ok));
@@ -521,11 +527,13 @@ fn main() {
         println!(
             "\nHighest rate with 0 failed and p99 <= 50 ms: Dialtone {best_dialtone}, Kamailio {best_kamailio} calls/s (of {rates:?}, {secs} s each).\n"
         );
-        println!("| 10 s burst at {burst} calls/s | burst: answered, failed | 5 s later, 50 probe calls |\n|---|---|---|");
+        println!(
+            "| 10 s burst at {burst} calls/s | during the burst | 5 s later, 50 probe calls |\n|---|---|---|"
+        );
         for (name, b, p) in &burst_rows {
             println!(
-                "| {name} | {} of {} answered, {} failed (503 or timeout), {} retr. | {} of 50 ok, p50 {:.2} / p99 {:.2} ms |",
-                b.ok, b.calls, b.failed, b.retransmissions, p.ok, p.p50_ms, p.p99_ms
+                "| {name} | {} of {} answered, {} refused (503 or another error), {} timed out, {} retr. | {} of 50 ok, p50 {:.2} / p99 {:.2} ms |",
+                b.ok, b.calls, b.refused, b.timed_out, b.retransmissions, p.ok, p.p50_ms, p.p99_ms
             );
         }
     }

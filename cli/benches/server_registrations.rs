@@ -1,0 +1,150 @@
+//! Idle registered WebSocket clients, the way a restart finds them: `CLIENTS` (default
+//! 50,000) connections open at once (256 at a time in flight), each REGISTERs its own
+//! identity with its own access token and stays open. Measured against `dialtone
+//! server` in its default configuration (the SQLite file), as its own process: the time
+//! until every client is registered, and the server's resident memory per registration
+//! (VmRSS after, less before).
+//!
+//! Clients bind source addresses across 127.0.0.0/8 so that no one address runs out of
+//! ephemeral ports; the bench raises its own and the server's open-file limit with
+//! `prlimit` (run as root). Run: `cargo bench -p dialtone-cli --bench server_registrations`.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialtone_sip::ua::{Flow, Transmit, UaConfig, UserAgent};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const IN_FLIGHT: usize = 256;
+const PER_SOURCE: usize = 20_000;
+
+fn vm(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn raise_nofile(pid: u32, n: u64) {
+    let ok = Command::new("prlimit")
+        .args([format!("--pid={pid}"), format!("--nofile={n}:{n}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "prlimit could not raise the open-file limit of {pid} to {n} (run as root)");
+}
+
+type Held = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// One client: connect from `source`, REGISTER `identity`, wait for the 200.
+async fn register(server: SocketAddr, source: Ipv4Addr, identity: String, token: String) -> Held {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(source.into(), 0)).unwrap();
+    let tcp = sock.connect(server).await.unwrap();
+    let mut req = format!("ws://{server}").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let mut s = tokio_tungstenite::client_async(req, tcp).await.unwrap().0;
+    let local = tcp_local(&s);
+    let mut ua = UserAgent::new(
+        UaConfig::new(identity.clone(), "127.0.0.1"),
+        Flow { transport: "WS".into(), local, reliable: true },
+    );
+    ua.set_token(Some(token));
+    ua.register(Instant::now());
+    while let Some(Transmit::Message(b)) = ua.poll_transmit() {
+        s.send(Ws::text(String::from_utf8(b).unwrap())).await.unwrap();
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), s.next()).await {
+            Ok(Some(Ok(Ws::Text(t)))) if t.starts_with("SIP/2.0 200") => return s,
+            Ok(Some(Ok(Ws::Text(t)))) if t.starts_with("SIP/2.0 1") => continue,
+            other => panic!("{identity}: no 200 for the REGISTER: {other:?}"),
+        }
+    }
+}
+
+fn tcp_local(s: &Held) -> String {
+    s.get_ref().local_addr().map_or_else(|_| "127.0.0.1:9".into(), |a| a.to_string())
+}
+
+fn main() {
+    let clients: usize = std::env::var("CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50_000);
+    let nofile = (clients as u64) * 2 + 10_000;
+    raise_nofile(std::process::id(), nofile);
+    let home = std::env::temp_dir().join(format!("dialtone-regs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let cfg = home.join("dialtone.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nsip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n",
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .env("DIALTONE_HOME", &home)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = server.id();
+    raise_nofile(pid, nofile);
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut ws = String::new();
+    for l in lines.by_ref().map_while(Result::ok) {
+        if l.contains("SIP WS ") {
+            ws = l.split_whitespace().last().unwrap().trim_start_matches("ws://").to_owned();
+        }
+        if l.contains("Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let server_addr: SocketAddr = ws.parse().unwrap();
+    let account = dialtone_server::accounts::read_dev_account(&home).unwrap();
+    let tokens: Vec<String> = (0..clients)
+        .map(|i| dialtone_server::token::mint(&account, &format!("idle{i}"), 3600, None).unwrap())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = vm(pid, "VmRSS:");
+        let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(clients);
+        for (i, token) in tokens.into_iter().enumerate() {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let source = Ipv4Addr::new(127, 0, 1, 1 + (i / PER_SOURCE) as u8);
+            tasks.push(tokio::spawn(async move {
+                let s = register(server_addr, source, format!("idle{i}"), token).await;
+                drop(permit);
+                s
+            }));
+        }
+        let mut held = Vec::with_capacity(clients);
+        for t in tasks {
+            held.push(t.await.unwrap());
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = vm(pid, "VmRSS:");
+        let per = (after.saturating_sub(before)) as f64 / clients as f64;
+        println!(
+            "{clients} WebSocket clients registered in {secs:.2} s ({:.0}/s), all held; server RSS {before} -> {after} KiB: {per:.1} KiB per registration",
+            clients as f64 / secs
+        );
+        drop(held);
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&home);
+}
