@@ -24,7 +24,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
 const IN_FLIGHT: usize = 256;
-const PER_SOURCE: usize = 20_000;
+/// Clients per source address: few, since binding port 0 searches the address's used ports.
+const PER_SOURCE: usize = 1_000;
 
 fn vm(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -35,12 +36,29 @@ fn vm(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn raise_nofile(pid: u32, n: u64) {
-    let ok = Command::new("prlimit")
-        .args([format!("--pid={pid}"), format!("--nofile={n}:{n}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "prlimit could not raise the open-file limit of {pid} to {n} (run as root)");
+/// The hard open-file limit of `pid`.
+fn hard_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(1024)
+}
+
+/// Raises `pid`'s open-file limit to `n`, or as far as its hard limit allows (a
+/// container may forbid more, even to root). Returns the limit set.
+fn raise_nofile(pid: u32, n: u64) -> u64 {
+    let set = |n: u64| {
+        Command::new("prlimit")
+            .args([format!("--pid={pid}"), format!("--nofile={n}:{n}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if set(n) {
+        return n;
+    }
+    let hard = hard_nofile(pid);
+    assert!(set(hard), "prlimit could not set the open-file limit of {pid} to {hard}");
+    hard
 }
 
 type Held = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -77,9 +95,16 @@ fn tcp_local(s: &Held) -> String {
 }
 
 fn main() {
-    let clients: usize = std::env::var("CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50_000);
-    let nofile = (clients as u64) * 2 + 10_000;
-    raise_nofile(std::process::id(), nofile);
+    let wanted: usize = std::env::var("CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50_000);
+    let nofile = (wanted as u64) + 1_000;
+    let got = raise_nofile(std::process::id(), nofile);
+    // Each client is one descriptor here and one in the server.
+    let clients = wanted.min(got.saturating_sub(1_000) as usize);
+    if clients < wanted {
+        println!(
+            "the open-file limit here is {got} and cannot be raised (a container's hard limit): measuring {clients} clients, not {wanted}"
+        );
+    }
     let home = std::env::temp_dir().join(format!("dialtone-regs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
@@ -97,7 +122,8 @@ fn main() {
         .spawn()
         .unwrap();
     let pid = server.id();
-    raise_nofile(pid, nofile);
+    let server_limit = raise_nofile(pid, nofile);
+    assert!(server_limit as usize >= clients + 500, "the server may open only {server_limit} files");
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let mut ws = String::new();
     for l in lines.by_ref().map_while(Result::ok) {
