@@ -178,7 +178,7 @@ impl CallLink {
     /// The call's state as the application sees it. This is the one record of where
     /// a call stands: a backend reads it here rather than keeping a copy, and every
     /// event it delivers updates it before `deliver` returns. A call the application
-    /// hung up is already [`CallState::Disconnected`] when the backend hears the
+    /// hung up is already [`crate::CallState::Disconnected`] when the backend hears the
     /// `Hangup` command.
     pub fn state(&self) -> crate::CallState {
         self.call.state()
