@@ -122,6 +122,30 @@ pub fn pesq(reference: &[i16], degraded: &[i16], rate: u32) -> f64 {
     })
 }
 
+/// A scratch directory under the system's temporary directory, unique to the process
+/// and the call, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `dialtone-{name}-{pid}-{n}` (`n` counts this process's scratch
+    /// directories), empty.
+    pub fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dialtone-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The shared speech recording at `rate` Hz (8000, 16000 or 48000), mono 16-bit.
 ///
 /// # Panics

@@ -15,23 +15,7 @@ use tokio::net::UdpSocket;
 
 use crate::proc::{bin, lines, wait_line, Killed};
 
-/// A scratch directory, removed when dropped.
-pub struct Scratch(pub std::path::PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dialtone-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use dialtone_tests::Scratch;
 
 pub struct Running {
     pub child: Killed,

@@ -25,27 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child as TokioChild, ChildStdin, Command as TokioCommand};
 use tokio::sync::mpsc;
 
-/// A scratch directory removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dialtone-{name}-{}-{}", std::process::id(), rand_u32()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_u32() -> u32 {
-    uuid::Uuid::new_v4().as_u128() as u32
-}
+pub use dialtone_tests::Scratch;
 
 /// A port that was free a moment ago (for peers that cannot bind port 0 and report it).
 pub fn free_port() -> u16 {
