@@ -325,6 +325,9 @@ pub struct ServerConfig {
     pub overload_delay_ms: u32,
     /// The `Retry-After` (seconds) of an overload `503`.
     pub retry_after_secs: u32,
+    /// A UDP peer that sent nothing for this long (seconds) and holds no call,
+    /// registration or running transaction is forgotten, with its memory.
+    pub udp_idle_secs: u32,
     /// TwiML applications. An access token's `grants.voice.outgoing.application_sid`
     /// picks one; with exactly one configured, it is the default; with none, the
     /// development routing dials `client:NAME`.
@@ -435,6 +438,7 @@ impl Default for ServerConfig {
             records_backlog: 20_000,
             overload_delay_ms: 100,
             retry_after_secs: 2,
+            udp_idle_secs: 120,
             applications: Vec::new(),
             trunks: Vec::new(),
         }

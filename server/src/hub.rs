@@ -92,6 +92,8 @@ pub(crate) struct HubConfig {
     pub(crate) inbox: mpsc::UnboundedSender<HubMsg>,
     /// A new INVITE that waited longer than this in the inbox is refused with 503.
     pub(crate) overload_delay: Duration,
+    /// A UDP peer idle this long (and holding nothing) is forgotten.
+    pub(crate) udp_idle: Duration,
     /// The `Retry-After` of an overload 503, in seconds.
     pub(crate) retry_after_secs: u32,
 }
@@ -133,6 +135,8 @@ struct FlowState {
     remote: SocketAddr,
     /// The wake-up the timer heap holds for this flow's user agent.
     wake: Option<Instant>,
+    /// A UDP peer (no connection tells when it is gone): when it last sent.
+    last_heard: Option<Instant>,
 }
 
 struct Binding {
@@ -217,6 +221,8 @@ pub(crate) struct Hub {
     timers: BinaryHeap<Reverse<(Instant, FlowId)>>,
     /// Every dial's ring timeout, by call SID (stale once answered or re-dialed).
     ring_timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// When each UDP peer is next checked for idleness.
+    idle_timers: BinaryHeap<Reverse<(Instant, FlowId)>>,
     rx: mpsc::UnboundedReceiver<HubMsg>,
     flows: HashMap<FlowId, FlowState>,
     registrar: HashMap<String, Vec<Binding>>,
@@ -285,6 +291,7 @@ impl Hub {
             touched: Vec::new(),
             timers: BinaryHeap::new(),
             ring_timers: BinaryHeap::new(),
+            idle_timers: BinaryHeap::new(),
             rx,
             flows: HashMap::new(),
             registrar: HashMap::new(),
@@ -321,11 +328,21 @@ impl Hub {
                         None => local.to_string(),
                     };
                     let flow = Flow { transport, local, reliable };
-                    self.flows.insert(id, FlowState { ua: UserAgent::new(c, flow), out, remote, wake: None });
+                    let last_heard = (!reliable).then_some(now);
+                    if !reliable {
+                        self.idle_timers.push(Reverse((now + self.cfg.udp_idle, id)));
+                    }
+                    let ua = UserAgent::new(c, flow);
+                    self.flows.insert(id, FlowState { ua, out, remote, wake: None, last_heard });
                     self.touched.push(id);
                 }
                 HubMsg::Data(id, bytes, arrived) => {
                     self.inbox_delay = now.saturating_duration_since(arrived);
+                    if let Some(f) = self.flows.get_mut(&id) {
+                        if f.last_heard.is_some() {
+                            f.last_heard = Some(now);
+                        }
+                    }
                     if let Some(ua) = self.ua(id) {
                         ua.handle_input(&bytes, now);
                     }
@@ -373,8 +390,9 @@ impl Hub {
     fn next_wake(&self) -> Option<Instant> {
         let ua = self.timers.peek().map(|Reverse((t, _))| *t);
         let ring = self.ring_timers.peek().map(|Reverse((t, _))| *t);
+        let idle = self.idle_timers.peek().map(|Reverse((t, _))| *t);
         let orphans = self.orphans.values().map(|(_, d)| *d);
-        ua.into_iter().chain(ring).chain(orphans).min()
+        ua.into_iter().chain(ring).chain(idle).chain(orphans).min()
     }
 
     async fn on_timer(&mut self, now: Instant) {
@@ -408,6 +426,7 @@ impl Hub {
                 self.end_bridge(&sid, Some(role), Some(&e), "completed").await;
             }
         }
+        self.expire_idle_udp(now);
         let mut timed_out = Vec::new();
         while let Some(Reverse((t, _))) = self.ring_timers.peek() {
             if *t > now {
@@ -424,6 +443,43 @@ impl Hub {
             self.dial_failed(&sid, 408, "Request Timeout", Some(&e), "no-answer").await;
         }
         self.drain().await;
+    }
+
+    /// Forgets the UDP peers that sent nothing for `udp_idle` and hold nothing: no call
+    /// leg, no registration, no transaction still running. A busy or recently heard
+    /// peer is checked again later; a forgotten one that sends again is a new flow.
+    fn expire_idle_udp(&mut self, now: Instant) {
+        let idle = self.cfg.udp_idle;
+        while let Some(&Reverse((t, id))) = self.idle_timers.peek() {
+            if t > now {
+                break;
+            }
+            self.idle_timers.pop();
+            let Some(f) = self.flows.get(&id) else { continue };
+            let Some(heard) = f.last_heard else { continue };
+            if now.saturating_duration_since(heard) < idle {
+                self.idle_timers.push(Reverse((heard + idle, id)));
+                continue;
+            }
+            let busy = f.ua.poll_timeout().is_some()
+                || self.legs.keys().any(|(lf, _)| *lf == id)
+                || self.registrar.values().any(|bs| bs.iter().any(|b| b.flow == id && b.expires_at > now));
+            if busy {
+                self.idle_timers.push(Reverse((now + idle, id)));
+                continue;
+            }
+            let remote = f.remote;
+            self.flows.remove(&id);
+            self.outbound_flows.retain(|_, f| *f != id);
+            for bindings in self.registrar.values_mut() {
+                bindings.retain(|b| b.flow != id);
+            }
+            self.registrar.retain(|_, v| !v.is_empty());
+            if let Some(udp) = &self.cfg.udp {
+                udp.forget(remote, id);
+            }
+            tracing::debug!(flow = id, peer = %remote, "forgot an idle UDP peer");
+        }
     }
 
     /// Sends what every user agent queued and handles their events, until quiet.

@@ -294,6 +294,7 @@ impl Server {
             ring_timeout: Duration::from_secs(u64::from(config.ring_timeout_secs.max(1))),
             max_message_size: max,
             overload_delay: Duration::from_millis(u64::from(config.overload_delay_ms.max(1))),
+            udp_idle: Duration::from_secs(u64::from(config.udp_idle_secs.max(1))),
             retry_after_secs: config.retry_after_secs,
         };
         let (records, writer) = records::Records::start(

@@ -206,6 +206,15 @@ impl Udp {
         Some(id)
     }
 
+    /// Forgets `peer`'s flow `id` (the hub found it idle): its next datagram opens a
+    /// new flow.
+    pub(crate) fn forget(&self, peer: SocketAddr, id: FlowId) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.get(&peer) == Some(&id) {
+            peers.remove(&peer);
+        }
+    }
+
     /// SIP over UDP: one socket, one flow per peer address.
     pub(crate) fn serve(self, max: usize) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {

@@ -21,10 +21,17 @@ pub struct Running {
     pub child: Killed,
     pub udp: SocketAddr,
     pub http: SocketAddr,
+    /// The server's log lines (stderr), also echoed to the test's stderr.
+    pub log: std::sync::mpsc::Receiver<String>,
 }
 
 /// `dialtone server` on free ports with `extra` in `[server]`; its SIP UDP address.
 pub fn start(home: &Path, extra: &str) -> Running {
+    start_logging(home, extra, "warn")
+}
+
+/// [`start`], with `RUST_LOG=log`.
+pub fn start_logging(home: &Path, extra: &str, log: &str) -> Running {
     let cfg = home.join("server.toml");
     std::fs::write(
         &cfg,
@@ -36,10 +43,21 @@ pub fn start(home: &Path, extra: &str) -> Running {
     let mut child = bin()
         .args(["server", "--config", cfg.to_str().unwrap()])
         .env("DIALTONE_HOME", home)
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the dialtone binary runs");
     let out = lines(&mut child);
+    let err = child.stderr.take().expect("stderr is piped");
+    let (log_tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("server: {l}");
+            let _ = log_tx.send(l);
+        }
+    });
     let child = Killed(child);
     let line = wait_line(&out, |l| l.contains("SIP UDP"), "the banner's SIP UDP line");
     let udp = line.split_whitespace().last().unwrap().trim_start_matches("sip:").parse().unwrap();
@@ -47,7 +65,7 @@ pub fn start(home: &Path, extra: &str) -> Running {
     let http = line.split_whitespace().last().unwrap().trim_start_matches("http://").parse().unwrap();
     // The rest of stdout is drained so the server never blocks on a full pipe.
     std::thread::spawn(move || while out.recv().is_ok() {});
-    Running { child, udp, http }
+    Running { child, udp, http, log }
 }
 
 /// A SIP peer on a UDP socket of its own.
