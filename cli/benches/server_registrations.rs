@@ -27,6 +27,15 @@ const IN_FLIGHT: usize = 256;
 /// Clients per source address: few, since binding port 0 searches the address's used ports.
 const PER_SOURCE: usize = 1_000;
 
+/// CPU seconds `pid` has used (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn vm(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -145,6 +154,7 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = vm(pid, "VmRSS:");
         let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let (cpu0, own0) = (cpu_secs(pid), cpu_secs(std::process::id()));
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity(clients);
         for (i, token) in tokens.into_iter().enumerate() {
@@ -161,6 +171,11 @@ fn main() {
             held.push(t.await.unwrap());
         }
         let secs = t0.elapsed().as_secs_f64();
+        let (cpu, own) = (cpu_secs(pid) - cpu0, cpu_secs(std::process::id()) - own0);
+        println!(
+            "CPU during the registrations: server {cpu:.2} s ({:.0} µs per registration), clients {own:.2} s, in {secs:.2} s on 2 cores",
+            cpu / clients as f64 * 1e6
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = vm(pid, "VmRSS:");
         let per = (after.saturating_sub(before)) as f64 / clients as f64;
