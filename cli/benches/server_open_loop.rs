@@ -426,7 +426,8 @@ fn dialtone(home: &Path, uas: u16) -> (Proc, String) {
     (Proc(child), udp)
 }
 
-fn kamailio(dir: &Path, uas: u16) -> (Proc, String) {
+/// Kamailio in a process group of its own: dropping it kills every worker.
+fn kamailio(dir: &Path, uas: u16) -> (dialtone_tests::Peer, String) {
     let port = free_udp_port();
     let cfg = dir.join("kamailio.cfg");
     std::fs::write(
@@ -446,14 +447,10 @@ fn kamailio(dir: &Path, uas: u16) -> (Proc, String) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    (Proc(child), format!("127.0.0.1:{port}"))
+    (dialtone_tests::Peer(child), format!("127.0.0.1:{port}"))
 }
 
 use std::os::unix::process::CommandExt as _;
-
-fn kill_group(p: &Proc) {
-    let _ = Command::new("kill").args(["-KILL", &format!("-{}", p.0.id())]).status();
-}
 
 fn rates() -> Vec<u32> {
     std::env::var("RATES")
@@ -517,7 +514,6 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3));
         }
         drop(server);
-        kill_group(&kam);
         drop(kam);
 
         println!("\n| calls/s | Dialtone, default config (SQLite file) | Kamailio (tm+rr) |\n|---|---|---|");
