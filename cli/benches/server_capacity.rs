@@ -14,10 +14,12 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{start_server, vm};
 
 use dialtone_sip::header::Uri;
 use dialtone_sip::ua::{Flow, Transmit, UaConfig, UaEvent, UserAgent};
@@ -31,15 +33,6 @@ const IN_FLIGHT: usize = 16;
 const CLIENTS: usize = 1000;
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-fn vm(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn ws(url: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
     let addr = url.trim_start_matches("ws://").to_owned();
@@ -138,34 +131,8 @@ fn main() {
     let home = std::env::temp_dir().join(format!("dialtone-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    let cfg = home.join("dialtone.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\nsip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n\
-         database_url = \"sqlite::memory:\"\n",
-    )
-    .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dialtone"))
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .env("DIALTONE_HOME", &home)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = server.id();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let (mut ws_url, mut udp) = (String::new(), String::new());
-    for l in lines.by_ref().map_while(Result::ok) {
-        if l.contains("SIP WS ") {
-            ws_url = l.split_whitespace().last().unwrap().to_owned();
-        }
-        if l.contains("SIP UDP") {
-            udp = l.split_whitespace().last().unwrap().trim_start_matches("sip:").to_owned();
-        }
-        if l.contains("Ctrl-C") {
-            break;
-        }
-    }
+    let server = start_server(&home, "database_url = \"sqlite::memory:\"\n");
+    let (pid, ws_url, udp) = (server.pid(), server.ws_url.clone(), server.udp.clone());
     let account = dialtone_server::accounts::read_dev_account(&home).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
@@ -211,7 +178,6 @@ fn main() {
         );
         drop(held);
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&home);
 }

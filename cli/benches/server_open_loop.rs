@@ -21,10 +21,13 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::start_server;
 
 /// The caller: INVITE, 200 (response time measured), ACK, BYE at once, 200. In-dialog
 /// requests follow the route set, so the same scenario works through a B2BUA (Dialtone)
@@ -395,35 +398,13 @@ fn rand_tag() -> u64 {
 }
 
 /// `dialtone server` with the default store, dialing every call to the UAS on `uas`.
-fn dialtone(home: &Path, uas: u16) -> (Proc, String) {
-    let cfg = home.join("dialtone.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nsip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n\
-             applications = [{{ sid = \"APbench\", twiml = \"<Response><Dial><Sip>sip:uas@127.0.0.1:{uas}</Sip></Dial></Response>\" }}]\n"
+fn dialtone(home: &Path, uas: u16) -> common::Server {
+    start_server(
+        home,
+        &format!(
+            "applications = [{{ sid = \"APbench\", twiml = \"<Response><Dial><Sip>sip:uas@127.0.0.1:{uas}</Sip></Dial></Response>\" }}]\n"
         ),
     )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dialtone"))
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .env("DIALTONE_HOME", home)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut udp = String::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for l in lines.by_ref().map_while(Result::ok) {
-        if l.contains("SIP UDP") {
-            udp = l.split_whitespace().last().unwrap().trim_start_matches("sip:").to_owned();
-        }
-        if l.contains("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (Proc(child), udp)
 }
 
 /// Kamailio in a process group of its own: dropping it kills every worker.
@@ -480,7 +461,8 @@ fn main() {
         let (_uas, uas_port) = uas(&dir);
         let home = dir.join("dialtone-home");
         std::fs::create_dir_all(&home).unwrap();
-        let (server, target) = dialtone(&home, uas_port);
+        let server = dialtone(&home, uas_port);
+        let target = server.udp.clone();
         let k_dir = dir.join("kamailio");
         std::fs::create_dir_all(&k_dir).unwrap();
         let (_uas2, uas2_port) = uas(&dir);

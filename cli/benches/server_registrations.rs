@@ -11,12 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{start_server, vm};
 use dialtone_sip::ua::{Flow, Transmit, UaConfig, UserAgent};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -34,15 +36,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
-}
-
-fn vm(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The hard open-file limit of `pid`.
@@ -117,33 +110,11 @@ fn main() {
     let home = std::env::temp_dir().join(format!("dialtone-regs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    let cfg = home.join("dialtone.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\nsip_udp_port = 0\nsip_tcp_port = 0\nsip_tls_port = 0\nws_port = 0\nwss_port = 0\nhttp_port = 0\n",
-    )
-    .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dialtone"))
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .env("DIALTONE_HOME", &home)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = server.id();
+    let server = start_server(&home, "");
+    let pid = server.pid();
     let server_limit = raise_nofile(pid, nofile);
     assert!(server_limit as usize >= clients + 500, "the server may open only {server_limit} files");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut ws = String::new();
-    for l in lines.by_ref().map_while(Result::ok) {
-        if l.contains("SIP WS ") {
-            ws = l.split_whitespace().last().unwrap().trim_start_matches("ws://").to_owned();
-        }
-        if l.contains("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let ws = server.ws_url.trim_start_matches("ws://").to_owned();
     let server_addr: SocketAddr = ws.parse().unwrap();
     let account = dialtone_server::accounts::read_dev_account(&home).unwrap();
     let tokens: Vec<String> = (0..clients)
@@ -185,7 +156,6 @@ fn main() {
         );
         drop(held);
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&home);
 }

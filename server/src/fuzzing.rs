@@ -74,9 +74,9 @@ impl Rest {
     /// slots (percent-encoded), `auth` is the Authorization value to send instead of
     /// the valid one (when given), and `body` is the body. Returns the HTTP status.
     pub fn request(&self, route: u8, segment: &[u8], auth: Option<&[u8]>, body: &[u8]) -> u16 {
-        let (method, path, content_type) = ROUTES[usize::from(route) % ROUTES.len()];
+        let (method, template, content_type) = ROUTES[usize::from(route) % ROUTES.len()];
         let x = percent_encoding::percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string();
-        let path = path.replace("{account}", &self.account.account_sid).replace("{x}", &x);
+        let path = template.replace("{account}", &self.account.account_sid).replace("{x}", &x);
         let mut req = Request::builder().method(method).uri(path);
         req = match auth {
             Some(a) => match axum::http::HeaderValue::from_bytes(a) {
@@ -85,7 +85,8 @@ impl Rest {
             },
             None => req.header("authorization", format!("Basic {}", self.basic)),
         };
-        if path_is_insights(method, route) {
+        // Insights are posted with the client's access token.
+        if method == "POST" && template == "/v1/Insights/Events" {
             req = req.header("x-dialtone-token", self.token.as_str());
         }
         if !content_type.is_empty() {
@@ -100,10 +101,6 @@ impl Rest {
             }
         })
     }
-}
-
-fn path_is_insights(method: &str, route: u8) -> bool {
-    method == "POST" && usize::from(route) % ROUTES.len() == 3
 }
 
 impl Default for Rest {

@@ -471,15 +471,20 @@ impl Hub {
             let remote = f.remote;
             self.flows.remove(&id);
             self.outbound_flows.retain(|_, f| *f != id);
-            for bindings in self.registrar.values_mut() {
-                bindings.retain(|b| b.flow != id);
-            }
-            self.registrar.retain(|_, v| !v.is_empty());
+            self.forget_bindings(id);
             if let Some(udp) = &self.cfg.udp {
                 udp.forget(remote, id);
             }
             tracing::debug!(flow = id, peer = %remote, "forgot an idle UDP peer");
         }
+    }
+
+    /// Removes every registration bound to `flow` (and identities left with none).
+    fn forget_bindings(&mut self, flow: FlowId) {
+        for bindings in self.registrar.values_mut() {
+            bindings.retain(|b| b.flow != flow);
+        }
+        self.registrar.retain(|_, v| !v.is_empty());
     }
 
     /// Sends what every user agent queued and handles their events, until quiet.
@@ -539,19 +544,12 @@ impl Hub {
                         .is_some_and(|l| l.flow == id && l.call == *c),
                 })
         });
+        self.forget_bindings(id);
         if let (true, Some(f)) = (answered_here, closed) {
             tracing::info!(flow = id, "a client with answered calls dropped; waiting for it to reconnect");
             self.orphans.insert(id, (f.ua, Instant::now() + RECONNECT_WINDOW));
-            for bindings in self.registrar.values_mut() {
-                bindings.retain(|b| b.flow != id);
-            }
-            self.registrar.retain(|_, v| !v.is_empty());
             return;
         }
-        for bindings in self.registrar.values_mut() {
-            bindings.retain(|b| b.flow != id);
-        }
-        self.registrar.retain(|_, v| !v.is_empty());
         // Calls with a leg on the flow end: the other side hears BYE or CANCEL.
         let affected: Vec<(String, Role, CallId)> = self
             .legs
