@@ -92,8 +92,8 @@ pub use insights::{
 };
 pub use invite::{CallInvite, CancelledCallInvite};
 pub use message::{
-    CallMessage, CallMessageDelegate, DEFAULT_CONTENT_TYPE, MAX_MESSAGES_PER_WINDOW, MAX_MESSAGE_BYTES,
-    MESSAGE_RATE_WINDOW, USER_DEFINED_MESSAGE,
+    CallMessage, CallMessageDelegate, MessageRateLimiter, DEFAULT_CONTENT_TYPE, MAX_MESSAGES_PER_WINDOW,
+    MAX_MESSAGE_BYTES, MESSAGE_RATE_WINDOW, USER_DEFINED_MESSAGE,
 };
 pub use options::{
     default_preferred_codecs, AcceptOptions, AcceptOptionsBuilder, AudioOptions, CallOptions, ConnectOptions,

@@ -111,13 +111,13 @@ pub(crate) fn new_voice_event_sid() -> String {
 
 /// The sliding one-minute limit of [`MAX_MESSAGES_PER_WINDOW`] messages on one call.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct MessageRateLimiter {
+pub struct MessageRateLimiter {
     sent: VecDeque<Instant>,
 }
 
 impl MessageRateLimiter {
     /// Records a send at `now` if the limit allows it; `Err(31206)` otherwise.
-    pub(crate) fn try_send(&mut self, now: Instant) -> Result<(), VoiceError> {
+    pub fn try_send(&mut self, now: Instant) -> Result<(), VoiceError> {
         while self.sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= MESSAGE_RATE_WINDOW) {
             self.sent.pop_front();
         }

@@ -60,9 +60,9 @@ impl Rest {
         let router = rt.block_on(async {
             let store = Store::open("sqlite::memory:").await.expect("an in-memory store");
             let (records, _writer) = Records::start(store.clone(), std::time::Duration::ZERO, 1_000);
-            // No hub: its receiver is gone, so what needs it gets 503.
-            let (hub, _) = tokio::sync::mpsc::unbounded_channel();
-            router(Api { account: account.clone(), store, records, hub })
+            // No switch: its receiver is gone, so what needs it gets 503.
+            let (switch, _) = tokio::sync::mpsc::unbounded_channel();
+            router(Api { account: account.clone(), store, records, switch })
         });
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", account.account_sid, account.auth_token));

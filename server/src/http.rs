@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::Account;
-use crate::hub::HubMsg;
+use crate::shell::ShellMsg;
 use crate::store::Store;
 
 /// The answer a refused request gets (boxed: a response is large).
@@ -45,7 +45,8 @@ pub(crate) struct Api {
     /// Call records are written in batches: a read of calls flushes first, so it sees
     /// every change made before the request.
     pub(crate) records: crate::records::Records,
-    pub(crate) hub: mpsc::UnboundedSender<HubMsg>,
+    /// The switch's inbox (registrations, call messages).
+    pub(crate) switch: mpsc::UnboundedSender<ShellMsg>,
 }
 
 fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
@@ -135,7 +136,7 @@ async fn registrations(State(api): State<Arc<Api>>, headers: HeaderMap) -> Respo
         return *r;
     }
     let (tx, rx) = oneshot::channel();
-    if api.hub.send(HubMsg::Registrations(tx)).is_err() {
+    if api.switch.send(ShellMsg::Registrations(tx)).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped");
     }
     match rx.await {
@@ -236,7 +237,7 @@ fn form(body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
     )
 }
 
-/// The status a hub refusal is answered with.
+/// The status a switch refusal is answered with.
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -246,18 +247,6 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
-}
-
-/// Checks a call message's content: JSON, at most 10 KB.
-pub(crate) fn check_message(content: &str) -> Result<(), dialtone_core::VoiceError> {
-    use dialtone_core::VoiceError;
-    if content.len() > crate::hub::MAX_MESSAGE_BYTES {
-        return Err(VoiceError::new(ErrorCode::PayloadSizeExceeded, "a call message is at most 10 KB"));
-    }
-    if serde_json::from_str::<serde_json::Value>(content).is_err() {
-        return Err(VoiceError::new(ErrorCode::MalformedRequest, "Content must be a JSON text"));
-    }
-    Ok(())
 }
 
 async fn send_message(
@@ -276,12 +265,12 @@ async fn send_message(
     let Some(content) = f.get("Content") else {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Content is required");
     };
-    if let Err(e) = check_message(content) {
+    if let Err(e) = crate::switch::check_rest_message(content) {
         return error(status_of(e.kind()), e.kind(), e.message());
     }
     let (tx, rx) = oneshot::channel();
-    let msg = HubMsg::SendMessage { call_sid: call.clone(), content: content.clone(), reply: tx };
-    if api.hub.send(msg).is_err() {
+    let msg = ShellMsg::SendMessage { call_sid: call.clone(), content: content.clone(), reply: tx };
+    if api.switch.send(msg).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, "the SIP side stopped");
     }
     match rx.await {

@@ -8,8 +8,10 @@
 //!   development account created in the data directory).
 //! - [`token`]: minting and verifying access tokens (HS256 only, every refusal with
 //!   its catalogue code).
-//! - the hub (`hub.rs`): the registrar and the back-to-back calls, on the sans-IO SIP
-//!   user agent of `dialtone-sip`, one per client flow.
+//! - the switch (`switch/`): the registrar, trunks and the back-to-back calls as a
+//!   sans-IO core (inputs, outputs and a timeout, no await), on the sans-IO SIP user
+//!   agent of `dialtone-sip`, one per client flow; its tokio shell (`shell.rs`) moves
+//!   the bytes, fetches TwiML, pushes and talks to the store.
 //! - [`store`]: call records in SQLite through sqlx, behind one small interface.
 //! - the REST API (`http.rs`, axum).
 //!
@@ -35,11 +37,12 @@ pub mod accounts;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
-mod hub;
 mod listen;
 pub mod push;
 pub mod records;
+mod shell;
 pub mod store;
+mod switch;
 pub mod token;
 pub mod twiml;
 
@@ -111,7 +114,7 @@ pub struct Server {
     data_dir: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The call-record writer: not aborted on drop, so that it commits what is queued
-    /// once the hub and the API have let go of their handles.
+    /// once the switch and the API have let go of their handles.
     writer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -130,7 +133,7 @@ impl Drop for Server {
 }
 
 /// The configured trunks, parsed.
-fn trunks(config: &ServerConfig) -> Result<Vec<hub::Trunk>, ServerError> {
+fn trunks(config: &ServerConfig) -> Result<Vec<switch::trunks::Trunk>, ServerError> {
     config
         .trunks
         .iter()
@@ -148,9 +151,12 @@ fn trunks(config: &ServerConfig) -> Result<Vec<hub::Trunk>, ServerError> {
             let networks = t
                 .networks
                 .iter()
-                .map(|n| hub::parse_network(n).ok_or_else(|| bad(format!("{n:?} is not an address range"))))
+                .map(|n| {
+                    switch::trunks::parse_network(n)
+                        .ok_or_else(|| bad(format!("{n:?} is not an address range")))
+                })
                 .collect::<Result<_, _>>()?;
-            Ok(hub::Trunk {
+            Ok(switch::trunks::Trunk {
                 name: if t.name.is_empty() { format!("trunk{i}") } else { t.name.clone() },
                 uri,
                 networks,
@@ -239,7 +245,7 @@ mod tls_setup {
 }
 
 impl Server {
-    /// Starts every listener of `config` and the SIP hub.
+    /// Starts every listener of `config` and the SIP switch.
     pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
         let data_dir = accounts::data_dir(config);
         let (account, account_created) = accounts::load_or_create(config, &data_dir)?;
@@ -253,7 +259,7 @@ impl Server {
         let (acceptor, ca_file) = tls_setup::acceptor(config, &data_dir)?;
         let mut trusted = Vec::new();
         for n in &config.trusted_networks {
-            trusted.push(hub::parse_network(n).ok_or_else(|| {
+            trusted.push(switch::trunks::parse_network(n).ok_or_else(|| {
                 ServerError::Config(format!("trusted_networks: {n:?} is not an address range"))
             })?);
         }
@@ -280,13 +286,11 @@ impl Server {
             http: local(&http_l)?,
         };
         let max = 64 * 1024;
-        let (hub_tx, hub_rx) = mpsc::unbounded_channel();
-        let udp = listen::Udp::new(udp, hub_tx.clone()).map_err(|e| ServerError::Io(e.to_string()))?;
-        let hub_cfg = hub::HubConfig {
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let udp = listen::Udp::new(udp, inbox.clone()).map_err(|e| ServerError::Io(e.to_string()))?;
+        let switch_cfg = switch::SwitchConfig {
             applications: config.applications.clone(),
             trunks: trunks(config)?,
-            udp: Some(udp.clone()),
-            inbox: hub_tx.clone(),
             account: account.clone(),
             domain: config.public_host.clone().unwrap_or_else(|| ip.to_string()),
             public_host: config.public_host.clone(),
@@ -302,14 +306,21 @@ impl Server {
             Duration::from_millis(u64::from(config.records_batch_ms)),
             config.records_backlog,
         );
-        let hub = hub::Hub::new(hub_cfg, store.clone(), records.clone(), hub_rx);
-        let mut tasks = vec![tokio::spawn(hub.run())];
-        tasks.push(listen::serve_stream(tcp, None, hub_tx.clone(), max));
-        tasks.push(listen::serve_stream(tls, Some(acceptor.clone()), hub_tx.clone(), max));
-        tasks.push(listen::serve_ws(ws, None, hub_tx.clone(), max));
-        tasks.push(listen::serve_ws(wss, Some(acceptor), hub_tx.clone(), max));
+        let switch = switch::Switch::new(switch_cfg, std::time::Instant::now(), store::now_ms());
+        let parts = shell::ShellParts {
+            store: store.clone(),
+            records: records.clone(),
+            udp: Some(udp.clone()),
+            account_sid: account.account_sid.clone(),
+            inbox: inbox.clone(),
+        };
+        let mut tasks = vec![tokio::spawn(shell::run(switch, parts, inbox_rx))];
+        tasks.push(listen::serve_stream(tcp, None, inbox.clone(), max));
+        tasks.push(listen::serve_stream(tls, Some(acceptor.clone()), inbox.clone(), max));
+        tasks.push(listen::serve_ws(ws, None, inbox.clone(), max));
+        tasks.push(listen::serve_ws(wss, Some(acceptor), inbox.clone(), max));
         tasks.push(udp.serve(max));
-        let api = http::router(http::Api { account: account.clone(), store, records, hub: hub_tx });
+        let api = http::router(http::Api { account: account.clone(), store, records, switch: inbox });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http_l, api).await {
                 tracing::error!(error = %e, "the HTTP API stopped");
@@ -318,7 +329,7 @@ impl Server {
         Ok(Server { addrs, account, account_created, ca_file, data_dir, tasks, writer: Some(writer) })
     }
 
-    /// Stops every listener and the hub, then waits until every queued call-record
+    /// Stops every listener and the switch, then waits until every queued call-record
     /// change is committed. Dropping the server stops the same way without waiting.
     pub async fn shutdown(mut self) {
         for t in self.tasks.drain(..) {

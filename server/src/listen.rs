@@ -1,5 +1,5 @@
 //! The listeners: SIP over WS, WSS, TLS, TCP and UDP. Each accepted connection (or
-//! UDP peer) becomes a flow of the hub: a reader task feeding it and a writer task
+//! UDP peer) becomes a flow of the switch: a reader task feeding it and a writer task
 //! draining it. Nothing here reads SIP beyond framing.
 
 use std::collections::HashMap;
@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
-use crate::hub::{FlowId, HubMsg, Out};
+use crate::shell::{Out, ShellMsg};
+use crate::switch::FlowId;
 
 static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
 
@@ -24,11 +25,11 @@ fn next_flow() -> FlowId {
     NEXT_FLOW.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Hands a connection to the hub: registers the flow, then moves bytes both ways
+/// Hands a connection to the switch: registers the flow, then moves bytes both ways
 /// until either side ends.
 pub(crate) fn attach(
     conn: SignalingConnection,
-    hub: mpsc::UnboundedSender<HubMsg>,
+    inbox: mpsc::UnboundedSender<ShellMsg>,
     local: SocketAddr,
     remote: SocketAddr,
 ) -> Option<FlowId> {
@@ -36,7 +37,7 @@ pub(crate) fn attach(
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
     let transport = conn.info.via_transport.clone();
     let reliable = conn.info.reliable;
-    if hub.send(HubMsg::Open { id, transport, local, remote, reliable, out: out_tx }).is_err() {
+    if inbox.send(ShellMsg::Open { id, transport, local, remote, reliable, out: out_tx }).is_err() {
         return None;
     }
     let mut sender = conn.sender;
@@ -53,14 +54,14 @@ pub(crate) fn attach(
         while let Some(item) = receiver.recv().await {
             match item {
                 Ok(bytes) => {
-                    if hub.send(HubMsg::Data(id, bytes, std::time::Instant::now())).is_err() {
+                    if inbox.send(ShellMsg::Data(id, bytes, std::time::Instant::now())).is_err() {
                         return;
                     }
                 }
                 Err(e) => tracing::debug!(flow = id, error = %e, "unreadable input"),
             }
         }
-        let _ = hub.send(HubMsg::Closed(id));
+        let _ = inbox.send(ShellMsg::Closed(id));
     });
     Some(id)
 }
@@ -104,12 +105,12 @@ where
 pub(crate) fn serve_stream(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    hub: mpsc::UnboundedSender<HubMsg>,
+    inbox: mpsc::UnboundedSender<ShellMsg>,
     max: usize,
 ) -> tokio::task::JoinHandle<()> {
     accept_loop(listener, tls, move |io, secure, local, remote| {
         let via = if secure { "TLS" } else { "TCP" };
-        attach(stream_connection(io, via, local, remote, max), hub.clone(), local, remote);
+        attach(stream_connection(io, via, local, remote, max), inbox.clone(), local, remote);
         std::future::ready(())
     })
 }
@@ -137,7 +138,7 @@ fn sip_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorR
 pub(crate) fn serve_ws(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    hub: mpsc::UnboundedSender<HubMsg>,
+    inbox: mpsc::UnboundedSender<ShellMsg>,
     max: usize,
 ) -> tokio::task::JoinHandle<()> {
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -149,12 +150,12 @@ pub(crate) fn serve_ws(
         .max_message_size(Some(max.saturating_mul(16)))
         .max_frame_size(Some(max.saturating_mul(16)));
     accept_loop(listener, tls, move |io, secure, local, remote| {
-        let hub = hub.clone();
+        let inbox = inbox.clone();
         async move {
             match tokio_tungstenite::accept_hdr_async_with_config(io, sip_subprotocol, Some(config)).await {
                 Ok(ws) => {
                     let via = if secure { "WSS" } else { "WS" };
-                    attach(ws_connection(ws, via, local, remote), hub, local, remote);
+                    attach(ws_connection(ws, via, local, remote), inbox, local, remote);
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
             }
@@ -163,23 +164,23 @@ pub(crate) fn serve_ws(
 }
 
 /// The server's UDP socket and its peers, shared by the listener (flows for peers
-/// that send first) and the hub (flows toward trunks it calls out to).
+/// that send first) and the inbox (flows toward trunks it calls out to).
 #[derive(Clone)]
 pub(crate) struct Udp {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
     peers: Arc<Mutex<HashMap<SocketAddr, FlowId>>>,
-    hub: mpsc::UnboundedSender<HubMsg>,
+    inbox: mpsc::UnboundedSender<ShellMsg>,
 }
 
 impl Udp {
-    pub(crate) fn new(socket: UdpSocket, hub: mpsc::UnboundedSender<HubMsg>) -> std::io::Result<Udp> {
+    pub(crate) fn new(socket: UdpSocket, inbox: mpsc::UnboundedSender<ShellMsg>) -> std::io::Result<Udp> {
         let local = socket.local_addr()?;
-        Ok(Udp { socket: Arc::new(socket), local, peers: Arc::default(), hub })
+        Ok(Udp { socket: Arc::new(socket), local, peers: Arc::default(), inbox })
     }
 
-    /// The flow for a peer address, opened (and announced to the hub) on first use.
-    /// The hub hears `Open` before anything sent after this returns.
+    /// The flow for a peer address, opened (and announced to the inbox) on first use.
+    /// The inbox hears `Open` before anything sent after this returns.
     pub(crate) fn flow_for(&self, peer: SocketAddr) -> Option<FlowId> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = peers.get(&peer) {
@@ -193,7 +194,7 @@ impl Udp {
                 let _ = sock.send_to(&b, peer).await;
             }
         });
-        let open = HubMsg::Open {
+        let open = ShellMsg::Open {
             id,
             transport: "UDP".into(),
             local: self.local,
@@ -201,12 +202,12 @@ impl Udp {
             reliable: false,
             out: out_tx,
         };
-        self.hub.send(open).ok()?;
+        self.inbox.send(open).ok()?;
         peers.insert(peer, id);
         Some(id)
     }
 
-    /// Forgets `peer`'s flow `id` (the hub found it idle): its next datagram opens a
+    /// Forgets `peer`'s flow `id` (the inbox found it idle): its next datagram opens a
     /// new flow.
     pub(crate) fn forget(&self, peer: SocketAddr, id: FlowId) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,7 +227,8 @@ impl Udp {
                     Err(_) => return,
                 };
                 let Some(id) = self.flow_for(from) else { return };
-                if self.hub.send(HubMsg::Data(id, buf[..n].to_vec(), std::time::Instant::now())).is_err() {
+                if self.inbox.send(ShellMsg::Data(id, buf[..n].to_vec(), std::time::Instant::now())).is_err()
+                {
                     return;
                 }
             }

@@ -1,0 +1,252 @@
+//! The switch's tokio shell. One task owns the [`Switch`] and feeds it what arrives
+//! in its inbox (flows opening, bytes, closes, and the answers of work it asked for),
+//! with the time; it wakes the switch at its timeout, and carries out its outputs:
+//! bytes go to the flows' writers, record changes to the record writer, and URL
+//! fetches, pushes, connections and store reads run as tasks whose answers come back
+//! through the inbox. Nothing here decides anything about a call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dialtone_core::{ErrorCode, VoiceError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::records::{RecordWrite, Records};
+use crate::store::Store;
+use crate::switch::trunks::OutTarget;
+use crate::switch::{FlowId, Input, Output, Switch};
+use crate::twiml;
+
+/// What a flow's writer sends.
+pub(crate) enum Out {
+    Bytes(Vec<u8>),
+}
+
+/// What reaches the shell's inbox.
+pub(crate) enum ShellMsg {
+    /// A connection (or UDP peer) appeared.
+    Open {
+        id: FlowId,
+        transport: String,
+        local: SocketAddr,
+        remote: SocketAddr,
+        reliable: bool,
+        out: mpsc::UnboundedSender<Out>,
+    },
+    /// Bytes from a flow (one whole message or keepalive), and when they arrived.
+    Data(FlowId, Vec<u8>, Instant),
+    /// The flow closed.
+    Closed(FlowId),
+    /// A snapshot of the registrar, for the API and tests.
+    Registrations(oneshot::Sender<HashMap<String, usize>>),
+    /// Work the switch asked for, done.
+    Done(Input),
+    /// Send a call message (JSON content) to the client on the leg with this SID; the
+    /// reply is the message's SID.
+    SendMessage { call_sid: String, content: String, reply: oneshot::Sender<Result<String, VoiceError>> },
+}
+
+/// What the shell does besides moving bytes.
+pub(crate) struct ShellParts {
+    pub(crate) store: Store,
+    pub(crate) records: Records,
+    /// The UDP listener's socket, shared for calls out over UDP.
+    pub(crate) udp: Option<crate::listen::Udp>,
+    /// The account whose subscriptions hear call messages.
+    pub(crate) account_sid: String,
+    /// The shell's own inbox (answers of work come back through it).
+    pub(crate) inbox: mpsc::UnboundedSender<ShellMsg>,
+}
+
+/// Runs the switch until the inbox closes.
+pub(crate) async fn run(mut switch: Switch, parts: ShellParts, mut rx: mpsc::UnboundedReceiver<ShellMsg>) {
+    let mut writers: HashMap<FlowId, mpsc::UnboundedSender<Out>> = HashMap::new();
+    loop {
+        let wake = switch.poll_timeout();
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            () = sleep_until(wake) => {
+                switch.handle_timeout(Instant::now());
+                carry_out(&mut switch, &parts, &mut writers);
+                continue;
+            }
+        };
+        let Some(msg) = msg else { return };
+        let now = Instant::now();
+        switch.set_store_backlog(parts.records.overloaded().map(|b| b.backlog));
+        match msg {
+            ShellMsg::Open { id, transport, local, remote, reliable, out } => {
+                writers.insert(id, out);
+                switch.handle(Input::Open { flow: id, transport, local, remote, reliable }, now);
+            }
+            ShellMsg::Data(id, bytes, arrived) => {
+                let waited = now.saturating_duration_since(arrived);
+                switch.handle(Input::Data { flow: id, bytes, waited }, now);
+            }
+            ShellMsg::Closed(id) => {
+                writers.remove(&id);
+                switch.handle(Input::Closed(id), now);
+            }
+            ShellMsg::Done(input) => switch.handle(input, now),
+            ShellMsg::SendMessage { call_sid, content, reply } => {
+                let _ = reply.send(switch.send_message(&call_sid, &content, now));
+            }
+            ShellMsg::Registrations(reply) => {
+                let _ = reply.send(switch.registrations(now));
+            }
+        }
+        carry_out(&mut switch, &parts, &mut writers);
+    }
+}
+
+/// Does everything the switch asked for.
+fn carry_out(
+    switch: &mut Switch,
+    parts: &ShellParts,
+    writers: &mut HashMap<FlowId, mpsc::UnboundedSender<Out>>,
+) {
+    while let Some(o) = switch.poll_output() {
+        match o {
+            Output::Transmit { flow, bytes } => {
+                if let Some(w) = writers.get(&flow) {
+                    let _ = w.send(Out::Bytes(bytes));
+                }
+            }
+            Output::Record(w) => match w {
+                RecordWrite::Insert(rec) => parts.records.insert_call(rec),
+                RecordWrite::Answered { sid, at } => parts.records.answered(&sid, at),
+                RecordWrite::Ended { sid, status, cause, at } => {
+                    parts.records.ended(&sid, &status, &cause, at)
+                }
+            },
+            Output::Fetch { sid, url, form } => {
+                let inbox = parts.inbox.clone();
+                tokio::spawn(async move {
+                    let result = twiml::post_form(&url, &form).await;
+                    let _ = inbox.send(ShellMsg::Done(Input::Fetched { sid, result }));
+                });
+            }
+            Output::Push { url, body } => {
+                tokio::spawn(async move { crate::push::post_json(&url, &body).await });
+            }
+            Output::Connect { sid, child_sid, key, target } => {
+                let (inbox, udp) = (parts.inbox.clone(), parts.udp.clone());
+                tokio::spawn(async move {
+                    let result = connect_outbound(&target, udp, inbox.clone()).await;
+                    let _ =
+                        inbox.send(ShellMsg::Done(Input::Connected { sid, child_sid, key, target, result }));
+                });
+            }
+            Output::LookupBindings { sid, child_sid, identity, params } => {
+                let (store, inbox) = (parts.store.clone(), parts.inbox.clone());
+                tokio::spawn(async move {
+                    let bindings = match store.bindings(Some(&identity)).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(%identity, error = %e, "cannot read push bindings");
+                            Vec::new()
+                        }
+                    };
+                    let _ = inbox.send(ShellMsg::Done(Input::Bindings {
+                        sid,
+                        child_sid,
+                        identity,
+                        params,
+                        bindings,
+                    }));
+                });
+            }
+            Output::Deliver { leg_sid, message_sid, content_type, content } => {
+                let (store, account) = (parts.store.clone(), parts.account_sid.clone());
+                tokio::spawn(deliver_to_subscriptions(
+                    store,
+                    account,
+                    leg_sid,
+                    message_sid,
+                    content_type,
+                    content,
+                ));
+            }
+            Output::ForgetPeer { flow, remote } => {
+                writers.remove(&flow);
+                if let Some(udp) = &parts.udp {
+                    udp.forget(remote, flow);
+                }
+            }
+        }
+    }
+}
+
+/// POSTs a call message to every subscription of the leg that sent it.
+async fn deliver_to_subscriptions(
+    store: Store,
+    account: String,
+    leg_sid: String,
+    message_sid: String,
+    content_type: String,
+    content: String,
+) {
+    let subs = match store.subscriptions(&leg_sid).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "cannot read message subscriptions"),
+    };
+    for sub in subs {
+        let form = vec![
+            ("AccountSid".to_owned(), account.clone()),
+            ("CallSid".to_owned(), leg_sid.clone()),
+            ("Sid".to_owned(), message_sid.clone()),
+            ("ContentType".to_owned(), content_type.clone()),
+            ("Content".to_owned(), content.clone()),
+            ("Timestamp".to_owned(), crate::store::now_ms().to_string()),
+        ];
+        if let Err(e) = twiml::post_form(&sub.callback, &form).await {
+            tracing::warn!(subscription = %sub.sid, error = %e, "a message callback failed");
+        }
+    }
+}
+
+/// Opens a flow toward a SIP target: the server's own UDP socket for UDP (so the
+/// peer sees the server's address), a new TCP or TLS connection otherwise.
+async fn connect_outbound(
+    target: &OutTarget,
+    udp: Option<crate::listen::Udp>,
+    inbox: mpsc::UnboundedSender<ShellMsg>,
+) -> Result<FlowId, VoiceError> {
+    use dialtone_core::parts::{SignalingTransport as _, TlsSettings, TransportTarget};
+    use dialtone_transport_tcp::{parse_target, TcpTransport, Wire};
+    let url = target.uri.to_string();
+    let (wire, host, port) = parse_target(&url)?;
+    let unreachable = |m: String| VoiceError::new(ErrorCode::ConnectionError, m);
+    if wire == Wire::Udp {
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| unreachable(format!("{host}: {e}")))?
+            .next()
+            .ok_or_else(|| unreachable(format!("{host}: no address")))?;
+        let udp = udp.ok_or_else(|| unreachable("no UDP listener".into()))?;
+        return udp.flow_for(addr).ok_or_else(|| unreachable("the server is stopping".into()));
+    }
+    let mut tls = TlsSettings::default();
+    if let Some(ca) = &target.tls_ca_file {
+        tls = tls.with_ca_file(ca);
+    }
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpTransport::default().connect(&TransportTarget::new(url.clone()).with_tls(tls)),
+    )
+    .await
+    .map_err(|_| unreachable(format!("{url}: no connection within 10 s")))?
+    .map_err(|e| unreachable(format!("{url}: {}", e.message())))?;
+    let addr = |s: &str| s.parse::<SocketAddr>().map_err(|_| unreachable(format!("bad address {s}")));
+    let (local, remote) = (addr(&conn.info.local_addr)?, addr(&conn.info.remote_addr)?);
+    crate::listen::attach(conn, inbox, local, remote)
+        .ok_or_else(|| unreachable("the server is stopping".into()))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
