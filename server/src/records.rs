@@ -1,6 +1,6 @@
 //! Call records written off the signaling path.
 //!
-//! The hub never waits for the disk. It hands each change of a call record (a new leg,
+//! The switch never waits for the disk. It hands each change of a call record (a new leg,
 //! an answer, an end) to [`Records`], which queues it and returns at once; one writer
 //! task commits the queue in batches, one transaction per batch. A batch is what
 //! arrived within one window ([`ServerConfig::records_batch_ms`], 10 ms by default)
@@ -13,7 +13,7 @@
 //! while the runtime runs) commits everything queued.
 //!
 //! The queue is bounded by admission, not by blocking: once [`Records::backlog`] reaches
-//! the limit, [`Records::overloaded`] says so and the hub answers new calls `503` with
+//! the limit, [`Records::overloaded`] says so and the switch answers new calls `503` with
 //! `Retry-After`. The changes of calls already admitted are always queued, so the
 //! backlog passes the limit by at most those calls' few changes, and none is dropped.
 //!
@@ -75,7 +75,7 @@ pub struct Backlogged {
     pub backlog: usize,
 }
 
-/// The handle the hub and the REST API write and flush through (cheap to clone).
+/// The handle the switch's shell and the REST API write and flush through (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Records {
     tx: mpsc::UnboundedSender<Op>,

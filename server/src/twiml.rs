@@ -2,7 +2,7 @@
 //!
 //! Supported: `<Dial>` (`callerId`, `timeout`, `answerOnBridge`, `action`) holding
 //! `<Client>` (a bare name, or `<Identity>` with `<Parameter name value>`), `<Sip>` and
-//! `<Number>`; `<Reject reason>`; `<Hangup>`; `<Pause length>`. The hub runs them
+//! `<Number>`; `<Reject reason>`; `<Hangup>`; `<Pause length>`. The switch runs them
 //! (`docs/server.md`): `answerOnBridge` is always the bridge-time answer, since the
 //! server has no media of its own. Anything else in a
 //! document is ignored, as Twilio ignores what it does not know; a document that is not

