@@ -313,6 +313,7 @@ impl Server {
             udp: Some(udp.clone()),
             account_sid: account.account_sid.clone(),
             inbox: inbox.clone(),
+            max_message_size: max,
         };
         let mut tasks = vec![tokio::spawn(shell::run(switch, parts, inbox_rx))];
         tasks.push(listen::serve_stream(tcp, None, inbox.clone(), max));

@@ -1,6 +1,7 @@
 //! The listeners: SIP over WS, WSS, TLS, TCP and UDP. Each accepted connection (or
 //! UDP peer) becomes a flow of the switch: a reader task feeding it and a writer task
-//! draining it. Nothing here reads SIP beyond framing.
+//! draining it. Each reader parses what it reads (`Inbound::parse`) on its own task,
+//! so the switch's thread only runs the protocol.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dialtone_core::parts::SignalingConnection;
+use dialtone_sip::Inbound;
 use dialtone_transport_tcp::stream_connection;
 use dialtone_transport_ws::ws_connection;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +34,7 @@ pub(crate) fn attach(
     inbox: mpsc::UnboundedSender<ShellMsg>,
     local: SocketAddr,
     remote: SocketAddr,
+    max: usize,
 ) -> Option<FlowId> {
     let id = next_flow();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
@@ -54,7 +57,9 @@ pub(crate) fn attach(
         while let Some(item) = receiver.recv().await {
             match item {
                 Ok(bytes) => {
-                    if inbox.send(ShellMsg::Data(id, bytes, std::time::Instant::now())).is_err() {
+                    // Parsed here, on this connection's task, not on the switch's.
+                    let parsed = Inbound::parse(&bytes, max);
+                    if inbox.send(ShellMsg::Data(id, parsed, std::time::Instant::now())).is_err() {
                         return;
                     }
                 }
@@ -110,7 +115,7 @@ pub(crate) fn serve_stream(
 ) -> tokio::task::JoinHandle<()> {
     accept_loop(listener, tls, move |io, secure, local, remote| {
         let via = if secure { "TLS" } else { "TCP" };
-        attach(stream_connection(io, via, local, remote, max), inbox.clone(), local, remote);
+        attach(stream_connection(io, via, local, remote, max), inbox.clone(), local, remote, max);
         std::future::ready(())
     })
 }
@@ -155,7 +160,7 @@ pub(crate) fn serve_ws(
             match tokio_tungstenite::accept_hdr_async_with_config(io, sip_subprotocol, Some(config)).await {
                 Ok(ws) => {
                     let via = if secure { "WSS" } else { "WS" };
-                    attach(ws_connection(ws, via, local, remote), inbox, local, remote);
+                    attach(ws_connection(ws, via, local, remote), inbox, local, remote, max);
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "WebSocket handshake failed"),
             }
@@ -227,8 +232,8 @@ impl Udp {
                     Err(_) => return,
                 };
                 let Some(id) = self.flow_for(from) else { return };
-                if self.inbox.send(ShellMsg::Data(id, buf[..n].to_vec(), std::time::Instant::now())).is_err()
-                {
+                let parsed = Inbound::parse(&buf[..n], max);
+                if self.inbox.send(ShellMsg::Data(id, parsed, std::time::Instant::now())).is_err() {
                     return;
                 }
             }

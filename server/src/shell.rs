@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialtone_core::{ErrorCode, VoiceError};
+use dialtone_sip::Inbound;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{RecordWrite, Records};
@@ -34,8 +35,9 @@ pub(crate) enum ShellMsg {
         reliable: bool,
         out: mpsc::UnboundedSender<Out>,
     },
-    /// Bytes from a flow (one whole message or keepalive), and when they arrived.
-    Data(FlowId, Vec<u8>, Instant),
+    /// One message (or keepalive) from a flow, parsed by its reader, and when it
+    /// arrived.
+    Data(FlowId, Inbound, Instant),
     /// The flow closed.
     Closed(FlowId),
     /// A snapshot of the registrar, for the API and tests.
@@ -57,6 +59,8 @@ pub(crate) struct ShellParts {
     pub(crate) account_sid: String,
     /// The shell's own inbox (answers of work come back through it).
     pub(crate) inbox: mpsc::UnboundedSender<ShellMsg>,
+    /// The largest SIP message a flow toward a trunk accepts.
+    pub(crate) max_message_size: usize,
 }
 
 /// Runs the switch until the inbox closes.
@@ -80,9 +84,9 @@ pub(crate) async fn run(mut switch: Switch, parts: ShellParts, mut rx: mpsc::Unb
                 writers.insert(id, out);
                 switch.handle(Input::Open { flow: id, transport, local, remote, reliable }, now);
             }
-            ShellMsg::Data(id, bytes, arrived) => {
+            ShellMsg::Data(id, inbound, arrived) => {
                 let waited = now.saturating_duration_since(arrived);
-                switch.handle(Input::Data { flow: id, bytes, waited }, now);
+                switch.handle(Input::Data { flow: id, inbound, waited }, now);
             }
             ShellMsg::Closed(id) => {
                 writers.remove(&id);
@@ -131,9 +135,9 @@ fn carry_out(
                 tokio::spawn(async move { crate::push::post_json(&url, &body).await });
             }
             Output::Connect { sid, child_sid, key, target } => {
-                let (inbox, udp) = (parts.inbox.clone(), parts.udp.clone());
+                let (inbox, udp, max) = (parts.inbox.clone(), parts.udp.clone(), parts.max_message_size);
                 tokio::spawn(async move {
-                    let result = connect_outbound(&target, udp, inbox.clone()).await;
+                    let result = connect_outbound(&target, udp, inbox.clone(), max).await;
                     let _ =
                         inbox.send(ShellMsg::Done(Input::Connected { sid, child_sid, key, target, result }));
                 });
@@ -212,6 +216,7 @@ async fn connect_outbound(
     target: &OutTarget,
     udp: Option<crate::listen::Udp>,
     inbox: mpsc::UnboundedSender<ShellMsg>,
+    max: usize,
 ) -> Result<FlowId, VoiceError> {
     use dialtone_core::parts::{SignalingTransport as _, TlsSettings, TransportTarget};
     use dialtone_transport_tcp::{parse_target, TcpTransport, Wire};
@@ -240,7 +245,7 @@ async fn connect_outbound(
     .map_err(|e| unreachable(format!("{url}: {}", e.message())))?;
     let addr = |s: &str| s.parse::<SocketAddr>().map_err(|_| unreachable(format!("bad address {s}")));
     let (local, remote) = (addr(&conn.info.local_addr)?, addr(&conn.info.remote_addr)?);
-    crate::listen::attach(conn, inbox, local, remote)
+    crate::listen::attach(conn, inbox, local, remote, max)
         .ok_or_else(|| unreachable("the server is stopping".into()))
 }
 

@@ -96,7 +96,7 @@ impl Switch {
             self.flows.drop_orphan(old_flow);
         }
         if let Some(ua) = self.flows.ua(flow) {
-            ua.handle_input(&request.to_bytes(), now);
+            ua.handle_inbound(dialtone_sip::ua::Inbound::Message(Box::new(request)), now);
         }
     }
 

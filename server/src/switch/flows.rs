@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialtone_sip::message::Message;
-use dialtone_sip::ua::{CallId, Flow, MovedCall, Transmit, UaConfig, UaEvent, UserAgent};
+use dialtone_sip::ua::{CallId, Flow, Inbound, MovedCall, Transmit, UaConfig, UaEvent, UserAgent};
 
 use super::{FlowId, Output};
 
@@ -91,13 +91,13 @@ impl Flows {
         self.touched.push(id);
     }
 
-    /// Bytes from a flow, handed to its user agent.
-    pub(super) fn input(&mut self, id: FlowId, bytes: &[u8], now: Instant) {
+    /// A parsed input from a flow, handed to its user agent.
+    pub(super) fn input(&mut self, id: FlowId, inbound: Inbound, now: Instant) {
         let Some(f) = self.flows.get_mut(&id) else { return };
         if f.last_heard.is_some() {
             f.last_heard = Some(now);
         }
-        f.ua.handle_input(bytes, now);
+        f.ua.handle_inbound(inbound, now);
         self.touched.push(id);
     }
 

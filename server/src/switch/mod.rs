@@ -41,7 +41,7 @@ use dialtone_core::config::ApplicationConfig;
 use dialtone_core::VoiceError;
 use dialtone_sip::header::NameAddr;
 use dialtone_sip::message::Message;
-use dialtone_sip::ua::UaEvent;
+use dialtone_sip::ua::{Inbound, UaEvent};
 use dialtone_sip::wire;
 
 use crate::accounts::Account;
@@ -63,9 +63,9 @@ const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 pub(crate) enum Input {
     /// A connection (or UDP peer) appeared.
     Open { flow: FlowId, transport: String, local: SocketAddr, remote: SocketAddr, reliable: bool },
-    /// Bytes from a flow (one whole message or keepalive), and how long they waited
-    /// to be handled.
-    Data { flow: FlowId, bytes: Vec<u8>, waited: Duration },
+    /// One message (or keepalive) from a flow, parsed where it was read, and how long
+    /// it waited to be handled.
+    Data { flow: FlowId, inbound: Inbound, waited: Duration },
     /// The flow closed.
     Closed(FlowId),
     /// A voice URL or `<Dial action>` answered (or failed), for the call `sid`.
@@ -198,9 +198,9 @@ impl Switch {
             Input::Open { flow, transport, local, remote, reliable } => {
                 self.flows.open(flow, transport, local, remote, reliable, now);
             }
-            Input::Data { flow, bytes, waited } => {
+            Input::Data { flow, inbound, waited } => {
                 self.load.waited = waited;
-                self.flows.input(flow, &bytes, now);
+                self.flows.input(flow, inbound, now);
                 self.drain(now);
                 self.load.waited = Duration::ZERO;
             }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialtone_sip::header::Uri;
-use dialtone_sip::ua::{CallId, Flow, UaConfig, UaEvent, UserAgent};
+use dialtone_sip::ua::{CallId, Flow, Inbound, UaConfig, UaEvent, UserAgent};
 
 use super::*;
 use crate::accounts::Account;
@@ -141,7 +141,14 @@ impl Net {
                     match &mut self.held {
                         Some(h) => h.push((flow, bytes)),
                         None => {
-                            self.switch.handle(Input::Data { flow, bytes, waited: Duration::ZERO }, self.now);
+                            self.switch.handle(
+                                Input::Data {
+                                    flow,
+                                    inbound: Inbound::parse(&bytes, 65_536),
+                                    waited: Duration::ZERO,
+                                },
+                                self.now,
+                            );
                             moved = true;
                         }
                     }
@@ -180,7 +187,10 @@ impl Net {
     }
 
     fn deliver(&mut self, flow: FlowId, bytes: Vec<u8>) {
-        self.switch.handle(Input::Data { flow, bytes, waited: Duration::ZERO }, self.now);
+        self.switch.handle(
+            Input::Data { flow, inbound: Inbound::parse(&bytes, 65_536), waited: Duration::ZERO },
+            self.now,
+        );
         self.pump();
     }
 
@@ -401,7 +411,10 @@ fn a_burst_of_ten_thousand_flows_is_shed_then_forgotten() {
         );
         // The later half of the burst waited in the inbox past the bound.
         let waited = if i >= 5_000 { Duration::from_millis(150) } else { Duration::ZERO };
-        net.switch.handle(Input::Data { flow, bytes: invite.into_bytes(), waited }, net.now);
+        net.switch.handle(
+            Input::Data { flow, inbound: Inbound::parse(invite.as_bytes(), 65_536), waited },
+            net.now,
+        );
         while let Some(o) = net.switch.poll_output() {
             match o {
                 Output::Transmit { bytes, .. } => {

@@ -28,4 +28,4 @@ pub mod ua;
 pub mod wire;
 
 pub use message::{Message, Method, ParseError, StreamFramer};
-pub use ua::{CallId, Flow, Transmit, UaConfig, UaEvent, UserAgent};
+pub use ua::{CallId, Flow, Inbound, Transmit, UaConfig, UaEvent, UserAgent};

@@ -399,6 +399,54 @@ pub struct UserAgent {
     events: VecDeque<UaEvent>,
 }
 
+/// One input from a flow, parsed ([`Inbound::parse`]) and ready for
+/// [`UserAgent::handle_inbound`].
+#[derive(Debug)]
+pub enum Inbound {
+    /// A keepalive ping (`CRLFCRLF`): answered with a pong.
+    Ping,
+    /// Nothing but line ends (a pong): ignored.
+    Blank,
+    /// A message with every header a transaction needs.
+    Message(Box<Message>),
+    /// Not a usable message: why, and the `400` (or `513`) to answer it with, when
+    /// enough of it could be read to address one.
+    Malformed {
+        /// Why.
+        error: ParseError,
+        /// The response's bytes.
+        reply: Option<Vec<u8>>,
+    },
+}
+
+impl Inbound {
+    /// Parses one whole message (or keepalive) of at most `max_size` bytes.
+    pub fn parse(data: &[u8], max_size: usize) -> Inbound {
+        if data == b"\r\n\r\n" {
+            return Inbound::Ping;
+        }
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            return Inbound::Blank;
+        }
+        let checked = match crate::message::declared_size(data).filter(|s| *s > max_size) {
+            Some(size) => Err(ParseError::TooLarge { size, limit: max_size }),
+            None => Message::parse(data, max_size).and_then(|m| check_required(&m).map(|()| m)),
+        };
+        match checked {
+            Ok(m) => Inbound::Message(Box::new(m)),
+            Err(error) => {
+                let reply = bad_request_for(data, &error).map(|mut r| {
+                    if matches!(error, ParseError::TooLarge { .. }) {
+                        r.start = StartLine::Response { status: 513, reason: "Message Too Large".into() };
+                    }
+                    r.to_bytes()
+                });
+                Inbound::Malformed { error, reply }
+            }
+        }
+    }
+}
+
 impl UserAgent {
     /// A user agent speaking over `flow`.
     pub fn new(config: UaConfig, flow: Flow) -> UserAgent {
@@ -1131,42 +1179,27 @@ impl UserAgent {
 
     /// Takes one whole message (or a keepalive) from the flow.
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
-        if data == b"\r\n\r\n" {
-            self.transmits.push_back(Transmit::Pong);
-            return;
-        }
-        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
-            return;
-        }
-        let limit = self.config.max_message_size;
-        if let Some(size) = crate::message::declared_size(data).filter(|s| *s > limit) {
-            return self.malformed(data, ParseError::TooLarge { size, limit });
-        }
-        let msg = match Message::parse(data, limit) {
-            Ok(m) => m,
-            Err(e) => return self.malformed(data, e),
-        };
-        if let Err(e) = check_required(&msg) {
-            return self.malformed(data, e);
-        }
-        if msg.is_request() {
-            self.on_request(msg, now);
-        } else {
-            self.on_response(msg, now);
-        }
+        let inbound = Inbound::parse(data, self.config.max_message_size);
+        self.handle_inbound(inbound, now);
     }
 
-    fn malformed(&mut self, data: &[u8], e: ParseError) {
-        tracing::warn!(error = %e, "malformed SIP message");
-        if !matches!(e, ParseError::TooLarge { .. }) {
-            if let Some(resp) = bad_request_for(data, &e) {
-                self.transmits.push_back(Transmit::Message(resp.to_bytes()));
+    /// Takes what [`Inbound::parse`] made of one input from the flow, so that a server
+    /// can parse on the thread that read the bytes and keep its user agents' thread
+    /// for the protocol.
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
+        match inbound {
+            Inbound::Ping => self.transmits.push_back(Transmit::Pong),
+            Inbound::Blank => {}
+            Inbound::Malformed { error, reply } => {
+                tracing::warn!(error = %error, "malformed SIP message");
+                if let Some(r) = reply {
+                    self.transmits.push_back(Transmit::Message(r));
+                }
+                self.events.push_back(UaEvent::Malformed(error));
             }
-        } else if let Some(mut resp) = bad_request_for(data, &e) {
-            resp.start = StartLine::Response { status: 513, reason: "Message Too Large".into() };
-            self.transmits.push_back(Transmit::Message(resp.to_bytes()));
+            Inbound::Message(msg) if msg.is_request() => self.on_request(*msg, now),
+            Inbound::Message(msg) => self.on_response(*msg, now),
         }
-        self.events.push_back(UaEvent::Malformed(e));
     }
 
     fn on_response(&mut self, resp: Message, now: Instant) {
