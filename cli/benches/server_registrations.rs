@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start_server, vm};
+use common::{rest_get, start_server, vm};
 use dialtone_sip::ua::{Flow, Transmit, UaConfig, UserAgent};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -96,6 +96,51 @@ fn tcp_local(s: &Held) -> String {
     s.get_ref().local_addr().map_or_else(|_| "127.0.0.1:9".into(), |a| a.to_string())
 }
 
+/// Opens one client per token (`IN_FLIGHT` at a time), each registered: the clients
+/// and how long it took.
+async fn wave(server_addr: SocketAddr, tokens: &[String]) -> (Vec<Held>, f64) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(tokens.len());
+    for (i, token) in tokens.iter().cloned().enumerate() {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let source = Ipv4Addr::new(127, 0, 1, 1 + (i / PER_SOURCE) as u8);
+        tasks.push(tokio::spawn(async move {
+            let s = register(server_addr, source, format!("idle{i}"), token).await;
+            drop(permit);
+            s
+        }));
+    }
+    let mut held = Vec::with_capacity(tokens.len());
+    for t in tasks {
+        held.push(t.await.unwrap());
+    }
+    (held, t0.elapsed().as_secs_f64())
+}
+
+/// How many `idle*` identities the registrar holds (the REST API's snapshot).
+fn registered(server: &common::Server, account: &dialtone_server::accounts::Account) -> usize {
+    let (status, body) =
+        rest_get(&server.http, "/v1/Registrations", &account.account_sid, &account.auth_token);
+    assert!(status.contains(" 200 "), "{status} {body}");
+    body.matches("\"idle").count()
+}
+
+/// Drops every client and waits until the registrar is empty; how long that took.
+async fn leave(
+    held: Vec<Held>,
+    server: &common::Server,
+    account: &dialtone_server::accounts::Account,
+) -> f64 {
+    drop(held);
+    let t = Instant::now();
+    while registered(server, account) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the registrar never emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.elapsed().as_secs_f64()
+}
+
 fn main() {
     let wanted: usize = std::env::var("CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50_000);
     let nofile = (wanted as u64) + 1_000;
@@ -124,37 +169,37 @@ fn main() {
     rt.block_on(async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = vm(pid, "VmRSS:");
-        let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let (cpu0, own0) = (cpu_secs(pid), cpu_secs(std::process::id()));
-        let t0 = Instant::now();
-        let mut tasks = Vec::with_capacity(clients);
-        for (i, token) in tokens.into_iter().enumerate() {
-            let permit = gate.clone().acquire_owned().await.unwrap();
-            let source = Ipv4Addr::new(127, 0, 1, 1 + (i / PER_SOURCE) as u8);
-            tasks.push(tokio::spawn(async move {
-                let s = register(server_addr, source, format!("idle{i}"), token).await;
-                drop(permit);
-                s
-            }));
-        }
-        let mut held = Vec::with_capacity(clients);
-        for t in tasks {
-            held.push(t.await.unwrap());
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let (held, secs) = wave(server_addr, &tokens).await;
         let (cpu, own) = (cpu_secs(pid) - cpu0, cpu_secs(std::process::id()) - own0);
         println!(
             "CPU during the registrations: server {cpu:.2} s ({:.0} µs per registration), clients {own:.2} s, in {secs:.2} s on 2 cores",
             cpu / clients as f64 * 1e6
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(registered(&server, &account), clients, "the registrar holds every client");
         let after = vm(pid, "VmRSS:");
         let per = (after.saturating_sub(before)) as f64 / clients as f64;
         println!(
             "{clients} WebSocket clients registered in {secs:.2} s ({:.0}/s), all held; server RSS {before} -> {after} KiB: {per:.1} KiB per registration",
             clients as f64 / secs
         );
-        drop(held);
+        // After the load: every client leaves; then the same number again. What the
+        // server keeps between the waves, and what the second wave adds to it, tell
+        // whether the memory went back to the allocator (and how much to the system).
+        let emptied = leave(held, &server, &account).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = vm(pid, "VmRSS:");
+        let (held, secs2) = wave(server_addr, &tokens).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = vm(pid, "VmRSS:");
+        let emptied2 = leave(held, &server, &account).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let end = vm(pid, "VmRSS:");
+        println!(
+            "after they left (registrar empty in {emptied:.2} s): RSS {idle} KiB; a second wave of {clients} registered in {secs2:.2} s and took it to {again} KiB ({:+.1} KiB per registration over the first wave's peak); after it left (empty in {emptied2:.2} s): {end} KiB",
+            (again as f64 - after as f64) / clients as f64
+        );
     });
     drop(server);
     let _ = std::fs::remove_dir_all(&home);
