@@ -188,13 +188,13 @@ fn main() {
         // server keeps between the waves, and what the second wave adds to it, tell
         // whether the memory went back to the allocator (and how much to the system).
         let emptied = leave(held, &server, &account).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
         let idle = vm(pid, "VmRSS:");
         let (held, secs2) = wave(server_addr, &tokens).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let again = vm(pid, "VmRSS:");
         let emptied2 = leave(held, &server, &account).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
         let end = vm(pid, "VmRSS:");
         println!(
             "after they left (registrar empty in {emptied:.2} s): RSS {idle} KiB; a second wave of {clients} registered in {secs2:.2} s and took it to {again} KiB ({:+.1} KiB per registration over the first wave's peak); after it left (empty in {emptied2:.2} s): {end} KiB",

@@ -2,6 +2,7 @@
 //! or placing one call, reporting every event as a line (JSON with `--json`; the
 //! schema is docs/cli-events.md). Logs go to stderr.
 
+use dialtone_insights_http::HttpInsightsSink;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use dialtone_core::{
     Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState, CancelledCallInvite, Config,
-    ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate, QualityWarning, VoiceError,
+    ErrorCode, InsightsSink, NotificationDelegate, QualityWarning, VoiceError,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;

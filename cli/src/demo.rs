@@ -7,6 +7,7 @@
 //! up. Both print a stats summary and the WAV files of what they heard. It fails (exit
 //! 1, with the catalogue code) if any step does not happen as promised.
 
+use dialtone_insights_http::HttpInsightsSink;
 use std::collections::BTreeSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +18,7 @@ use std::path::PathBuf;
 use dialtone_core::config::ServerConfig;
 use dialtone_core::{
     Call, CallDelegate, CallInvite, CallMessage, CallMessageDelegate, CallState, CancelledCallInvite,
-    ErrorCode, HttpInsightsSink, InsightsSink, NotificationDelegate, QualityWarning, StatsReport, Voice,
-    VoiceError,
+    ErrorCode, InsightsSink, NotificationDelegate, QualityWarning, StatsReport, Voice, VoiceError,
 };
 
 use crate::stack::{self, ClientSetup};

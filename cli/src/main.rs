@@ -14,6 +14,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc (with its background purging thread) gives the memory of a load back to the system once it is over (glibc's
+/// allocator kept the peak: docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Dialtone: an open, self-hostable programmable-voice stack.
 #[derive(Parser, Debug)]
 #[command(name = "dialtone", version, about)]

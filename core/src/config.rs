@@ -328,6 +328,12 @@ pub struct ServerConfig {
     /// A UDP peer that sent nothing for this long (seconds) and holds no call,
     /// registration or running transaction is forgotten, with its memory.
     pub udp_idle_secs: u32,
+    /// How long (seconds) a voice URL, a `<Dial action>` or a message callback has to
+    /// answer; a voice URL or action that does not fails its call with 31502.
+    pub webhook_timeout_secs: u32,
+    /// A PEM file of CA certificates trusted for webhooks and push, beside the
+    /// system's roots (an application with a private certificate).
+    pub webhook_ca_file: Option<PathBuf>,
     /// TwiML applications. An access token's `grants.voice.outgoing.application_sid`
     /// picks one; with exactly one configured, it is the default; with none, the
     /// development routing dials `client:NAME`.
@@ -392,10 +398,15 @@ impl TrunkConfig {
 pub struct ApplicationConfig {
     /// `AP` + 32 hex digits (any string is accepted).
     pub sid: String,
-    /// POSTed `CallSid`, `AccountSid`, `From`, `To`, `Direction` and the caller's
-    /// custom parameters; answers TwiML.
+    /// Asked (`http://` or `https://`) with `CallSid`, `AccountSid`, `From`, `To`,
+    /// `Direction` and the caller's custom parameters, signed with
+    /// `X-Twilio-Signature`; answers TwiML.
     #[serde(default)]
     pub voice_url: Option<String>,
+    /// How the voice URL is asked: `POST` (the default; a form body) or `GET` (the
+    /// parameters in the query), as Twilio's `VoiceMethod`.
+    #[serde(default)]
+    pub voice_method: Option<String>,
     /// A TwiML document run for every call.
     #[serde(default)]
     pub twiml: Option<String>,
@@ -404,12 +415,18 @@ pub struct ApplicationConfig {
 impl ApplicationConfig {
     /// An application answering with a fixed TwiML document.
     pub fn with_twiml(sid: impl Into<String>, twiml: impl Into<String>) -> Self {
-        ApplicationConfig { sid: sid.into(), voice_url: None, twiml: Some(twiml.into()) }
+        ApplicationConfig { sid: sid.into(), voice_url: None, voice_method: None, twiml: Some(twiml.into()) }
     }
 
     /// An application whose voice URL answers with TwiML.
     pub fn with_voice_url(sid: impl Into<String>, url: impl Into<String>) -> Self {
-        ApplicationConfig { sid: sid.into(), voice_url: Some(url.into()), twiml: None }
+        ApplicationConfig { sid: sid.into(), voice_url: Some(url.into()), voice_method: None, twiml: None }
+    }
+
+    /// The same, asking its voice URL with `method` (`GET` or `POST`).
+    pub fn with_voice_method(mut self, method: impl Into<String>) -> Self {
+        self.voice_method = Some(method.into());
+        self
     }
 }
 
@@ -439,6 +456,8 @@ impl Default for ServerConfig {
             overload_delay_ms: 100,
             retry_after_secs: 2,
             udp_idle_secs: 120,
+            webhook_timeout_secs: 10,
+            webhook_ca_file: None,
             applications: Vec::new(),
             trunks: Vec::new(),
         }
@@ -572,6 +591,23 @@ impl Config {
         }
         if self.server.overload_delay_ms == 0 {
             return err("server.overload_delay_ms", "0 would refuse every call; at least 1".into());
+        }
+        if !(1..=600).contains(&self.server.webhook_timeout_secs) {
+            let t = self.server.webhook_timeout_secs;
+            return err("server.webhook_timeout_secs", format!("{t}; expected 1 to 600"));
+        }
+        for (i, a) in self.server.applications.iter().enumerate() {
+            let key = |k: &str| format!("server.applications[{i}].{k}");
+            if let Some(m) = &a.voice_method {
+                if !m.eq_ignore_ascii_case("GET") && !m.eq_ignore_ascii_case("POST") {
+                    return err(&key("voice_method"), format!("{m:?}; expected GET or POST"));
+                }
+            }
+            if let Some(u) = &a.voice_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return err(&key("voice_url"), format!("{u:?}; expected an http:// or https:// URL"));
+                }
+            }
         }
         for (i, t) in self.server.trunks.iter().enumerate() {
             let key = |k: &str| format!("server.trunks[{i}].{k}");

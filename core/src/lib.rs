@@ -67,7 +67,6 @@ mod clock;
 pub mod config;
 mod error;
 mod feedback;
-pub mod http;
 mod insights;
 mod invite;
 pub mod loopback;
@@ -87,8 +86,7 @@ pub use config::{Config, ConfigError, ConfigLoader};
 pub use error::{ErrorCode, Result, VoiceError};
 pub use feedback::{FeedbackIssue, FeedbackScore};
 pub use insights::{
-    HttpInsightsSink, InsightsEvent, InsightsEventName, InsightsLevel, InsightsSink, LogInsightsSink,
-    MemoryInsightsSink,
+    InsightsEvent, InsightsEventName, InsightsLevel, InsightsSink, LogInsightsSink, MemoryInsightsSink,
 };
 pub use invite::{CallInvite, CancelledCallInvite};
 pub use message::{

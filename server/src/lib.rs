@@ -45,6 +45,7 @@ pub mod store;
 mod switch;
 pub mod token;
 pub mod twiml;
+pub mod webhooks;
 
 pub use accounts::Account;
 
@@ -306,6 +307,11 @@ impl Server {
             Duration::from_millis(u64::from(config.records_batch_ms)),
             config.records_backlog,
         );
+        let http_client = dialtone_http::Client::new(&dialtone_http::Settings {
+            ca_file: config.webhook_ca_file.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| ServerError::Config(format!("webhook_ca_file: {e}")))?;
         let switch = switch::Switch::new(switch_cfg, std::time::Instant::now(), store::now_ms());
         let parts = shell::ShellParts {
             store: store.clone(),
@@ -314,6 +320,12 @@ impl Server {
             account_sid: account.account_sid.clone(),
             inbox: inbox.clone(),
             max_message_size: max,
+            webhooks: webhooks::Webhooks::new(
+                http_client.clone(),
+                account.auth_token.clone(),
+                Duration::from_secs(u64::from(config.webhook_timeout_secs.max(1))),
+            ),
+            http: http_client,
         };
         let mut tasks = vec![tokio::spawn(shell::run(switch, parts, inbox_rx))];
         tasks.push(listen::serve_stream(tcp, None, inbox.clone(), max));

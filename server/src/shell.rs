@@ -17,7 +17,6 @@ use crate::records::{RecordWrite, Records};
 use crate::store::Store;
 use crate::switch::trunks::OutTarget;
 use crate::switch::{FlowId, Input, Output, Switch};
-use crate::twiml;
 
 /// What a flow's writer sends.
 pub(crate) enum Out {
@@ -61,6 +60,10 @@ pub(crate) struct ShellParts {
     pub(crate) inbox: mpsc::UnboundedSender<ShellMsg>,
     /// The largest SIP message a flow toward a trunk accepts.
     pub(crate) max_message_size: usize,
+    /// Signed requests to applications.
+    pub(crate) webhooks: crate::webhooks::Webhooks,
+    /// Requests to push gateways.
+    pub(crate) http: dialtone_http::Client,
 }
 
 /// Runs the switch until the inbox closes.
@@ -124,15 +127,16 @@ fn carry_out(
                     parts.records.ended(&sid, &status, &cause, at)
                 }
             },
-            Output::Fetch { sid, url, form } => {
-                let inbox = parts.inbox.clone();
+            Output::Fetch { sid, url, method, form } => {
+                let (inbox, hooks) = (parts.inbox.clone(), parts.webhooks.clone());
                 tokio::spawn(async move {
-                    let result = twiml::post_form(&url, &form).await;
+                    let result = hooks.fetch_twiml(method, &url, &form).await;
                     let _ = inbox.send(ShellMsg::Done(Input::Fetched { sid, result }));
                 });
             }
             Output::Push { url, body } => {
-                tokio::spawn(async move { crate::push::post_json(&url, &body).await });
+                let http = parts.http.clone();
+                tokio::spawn(async move { crate::push::post_json(&http, &url, &body).await });
             }
             Output::Connect { sid, child_sid, key, target } => {
                 let (inbox, udp, max) = (parts.inbox.clone(), parts.udp.clone(), parts.max_message_size);
@@ -162,15 +166,10 @@ fn carry_out(
                 });
             }
             Output::Deliver { leg_sid, message_sid, content_type, content } => {
-                let (store, account) = (parts.store.clone(), parts.account_sid.clone());
-                tokio::spawn(deliver_to_subscriptions(
-                    store,
-                    account,
-                    leg_sid,
-                    message_sid,
-                    content_type,
-                    content,
-                ));
+                let (store, account, hooks) =
+                    (parts.store.clone(), parts.account_sid.clone(), parts.webhooks.clone());
+                let message = (leg_sid, message_sid, content_type, content);
+                tokio::spawn(deliver_to_subscriptions(store, hooks, account, message));
             }
             Output::ForgetPeer { flow, remote } => {
                 writers.remove(&flow);
@@ -185,11 +184,9 @@ fn carry_out(
 /// POSTs a call message to every subscription of the leg that sent it.
 async fn deliver_to_subscriptions(
     store: Store,
+    hooks: crate::webhooks::Webhooks,
     account: String,
-    leg_sid: String,
-    message_sid: String,
-    content_type: String,
-    content: String,
+    (leg_sid, message_sid, content_type, content): (String, String, String, String),
 ) {
     let subs = match store.subscriptions(&leg_sid).await {
         Ok(s) => s,
@@ -204,7 +201,7 @@ async fn deliver_to_subscriptions(
             ("Content".to_owned(), content.clone()),
             ("Timestamp".to_owned(), crate::store::now_ms().to_string()),
         ];
-        if let Err(e) = twiml::post_form(&sub.callback, &form).await {
+        if let Err(e) = hooks.callback(&sub.callback, &form).await {
             tracing::warn!(subscription = %sub.sid, error = %e, "a message callback failed");
         }
     }

@@ -1,6 +1,6 @@
-//! TwiML: parsing the verbs the server runs, and fetching a document from a voice URL.
+//! TwiML: parsing the verbs the server runs.
 //!
-//! Supported: `<Dial>` (`callerId`, `timeout`, `answerOnBridge`, `action`) holding
+//! Supported: `<Dial>` (`callerId`, `timeout`, `answerOnBridge`, `action`, `method`) holding
 //! `<Client>` (a bare name, or `<Identity>` with `<Parameter name value>`), `<Sip>` and
 //! `<Number>`; `<Reject reason>`; `<Hangup>`; `<Pause length>`. The switch runs them
 //! (`docs/server.md`): `answerOnBridge` is always the bridge-time answer, since the
@@ -9,7 +9,6 @@
 //! XML with a `<Response>` root is 31100.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use dialtone_core::{ErrorCode, VoiceError};
 use quick_xml::events::{BytesStart, Event};
@@ -42,6 +41,8 @@ pub struct Dial {
     pub answer_on_bridge: bool,
     /// `action`.
     pub action: Option<String>,
+    /// `method`: how the action is asked (`POST` unless `GET`).
+    pub method: Option<crate::webhooks::HookMethod>,
     /// What to dial.
     pub targets: Vec<DialTarget>,
 }
@@ -111,6 +112,12 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, VoiceError> {
                             answer_on_bridge: attr(e, "answerOnBridge")?
                                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
                             action: attr(e, "action")?,
+                            method: attr(e, "method")?
+                                .map(|m| {
+                                    crate::webhooks::HookMethod::parse(&m)
+                                        .map_err(|e| bad(e.message().to_owned()))
+                                })
+                                .transpose()?,
                             targets: Vec::new(),
                         });
                         if empty {
@@ -213,37 +220,6 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, VoiceError> {
         return Err(bad("no <Response>"));
     }
     Ok(verbs)
-}
-
-fn gateway(msg: impl Into<String>) -> VoiceError {
-    VoiceError::new(ErrorCode::BadGateway, msg)
-}
-
-/// POSTs a form to an `http://` URL and returns the body of a 2xx answer. Unreachable,
-/// slow (10 s) or non-2xx is 31502.
-pub async fn post_form(url: &str, form: &[(String, String)]) -> Result<String, VoiceError> {
-    // Form encoding: everything but the unreserved characters (RFC 3986 §2.3).
-    const FORM: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, FORM).to_string();
-    let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-    post(url, "application/x-www-form-urlencoded", &body.join("&")).await
-}
-
-/// POSTs a body to an `http://` URL and returns the body of a 2xx answer. Unreachable,
-/// slow (10 s) or non-2xx is 31502.
-pub async fn post(url: &str, content_type: &str, body: &str) -> Result<String, VoiceError> {
-    let (u, ct, b) = (url.to_owned(), content_type.to_owned(), body.as_bytes().to_vec());
-    let r = tokio::task::spawn_blocking(move || {
-        dialtone_core::http::post(&u, &ct, &[], &b, Duration::from_secs(10))
-    })
-    .await
-    .map_err(|e| gateway(format!("{url}: {e}")))?
-    .map_err(gateway)?;
-    if !(200..300).contains(&r.status) {
-        return Err(gateway(format!("{url} answered HTTP {}", r.status)));
-    }
-    Ok(r.body)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ mod sipkit;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_core::{CallMessage, HttpInsightsSink};
+use dialtone_core::CallMessage;
+use dialtone_insights_http::HttpInsightsSink;
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
 use sipkit::{form, parse_form, rest, Auth, Client, Heard, Scratch};

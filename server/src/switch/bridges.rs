@@ -67,8 +67,8 @@ pub(super) struct Bridge {
     pub(super) caller_answered: bool,
     /// When the current dial's callee answered.
     pub(super) answered_at: Option<Instant>,
-    /// The current `<Dial action>`, resolved to a URL.
-    pub(super) action: Option<String>,
+    /// The current `<Dial action>`, resolved to a URL, and how to ask it.
+    pub(super) action: Option<(String, crate::webhooks::HookMethod)>,
     /// What is left of the call's TwiML.
     pub(super) program: Program,
     /// Waiting out a `<Pause>` until then.

@@ -205,7 +205,13 @@ impl Switch {
                         ("Direction".to_owned(), "inbound".to_owned()),
                     ];
                     form.extend(params);
-                    self.out.push_back(Output::Fetch { sid, url: url.clone(), form });
+                    // Validated with the configuration: GET or POST.
+                    let method = app
+                        .voice_method
+                        .as_deref()
+                        .and_then(|m| crate::webhooks::HookMethod::parse(m).ok())
+                        .unwrap_or_default();
+                    self.out.push_back(Output::Fetch { sid, url: url.clone(), method, form });
                 }
                 (None, None) => {
                     let e = VoiceError::new(
@@ -521,9 +527,9 @@ impl Switch {
             at,
         });
         match action {
-            Some(url) => {
+            Some((url, method)) => {
                 tracing::info!(call_sid = %sid, %url, dial_status, "dial ended; fetching its action");
-                self.out.push_back(Output::Fetch { sid: sid.to_owned(), url, form });
+                self.out.push_back(Output::Fetch { sid: sid.to_owned(), url, method, form });
             }
             None => self.later.push_back(sid.to_owned()),
         }

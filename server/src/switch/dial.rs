@@ -16,7 +16,13 @@ use crate::twiml::{Dial, DialTarget};
 
 impl Switch {
     /// Starts a dial for the call `sid`: the caller's offer goes to every target.
-    pub(super) fn start_dial(&mut self, sid: &str, d: Dial, action: Option<String>, now: Instant) {
+    pub(super) fn start_dial(
+        &mut self,
+        sid: &str,
+        d: Dial,
+        action: Option<(String, crate::webhooks::HookMethod)>,
+        now: Instant,
+    ) {
         let Some(b) = self.bridges.get_mut(sid) else { return };
         b.action = action;
         if b.caller_answered {

@@ -7,15 +7,16 @@ use std::time::Duration;
 use dialtone_core::{ErrorCode, VoiceError};
 
 use crate::twiml::{Dial, Verb};
+use crate::webhooks::HookMethod;
 
 /// What a call does next.
 #[derive(Debug)]
 pub(super) enum Step {
     /// Wait, then ask for the next step.
     Pause(Duration),
-    /// Ring these targets; when the dial ends, `action` (a resolved URL) is fetched
-    /// with its outcome, or the verbs after the `<Dial>` run.
-    Dial { dial: Dial, action: Option<String> },
+    /// Ring these targets; when the dial ends, `action` (a resolved URL, and how to
+    /// ask it) is fetched with its outcome, or the verbs after the `<Dial>` run.
+    Dial { dial: Dial, action: Option<(String, HookMethod)> },
     /// End the unanswered call with this SIP status (or hang up an answered one).
     End { status: u16, reason: &'static str, error: VoiceError, outcome: &'static str },
 }
@@ -66,7 +67,10 @@ impl Program {
                 outcome: "completed",
             },
             Some(Verb::Dial(dial)) => match dial.action.as_deref().map(|a| self.resolve(a)).transpose() {
-                Ok(action) => Step::Dial { dial, action },
+                Ok(url) => {
+                    let action = url.map(|u| (u, dial.method.unwrap_or_default()));
+                    Step::Dial { dial, action }
+                }
                 Err(error) => {
                     Step::End { status: 500, reason: "Application Error", error, outcome: "failed" }
                 }
@@ -82,23 +86,22 @@ impl Program {
 
     /// An action URL: absolute, or relative to the application's voice URL.
     fn resolve(&self, action: &str) -> Result<String, VoiceError> {
-        if action.starts_with("http://") {
+        if action.starts_with("http://") || action.starts_with("https://") {
             return Ok(action.to_owned());
         }
         let base = self.voice_url.as_deref().ok_or_else(|| {
             VoiceError::new(
                 ErrorCode::MalformedRequest,
-                format!("bad TwiML: <Dial action={action:?}> needs an http:// URL (no voice URL to resolve it against)"),
+                format!("bad TwiML: <Dial action={action:?}> needs an absolute URL (no voice URL to resolve it against)"),
             )
         })?;
-        let rest = base.strip_prefix("http://").unwrap_or(base);
+        let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
         let authority = rest.split('/').next().unwrap_or("");
+        let root = format!("{scheme}://{authority}");
         Ok(if action.starts_with('/') {
-            format!("http://{authority}{action}")
+            format!("{root}{action}")
         } else {
-            let dir = base.rsplit_once('/').map_or(base, |(d, _)| d);
-            let dir =
-                if dir.len() <= "http:/".len() { format!("http://{authority}") } else { dir.to_owned() };
+            let dir = rest.rsplit_once('/').map_or(root.clone(), |(d, _)| format!("{scheme}://{d}"));
             format!("{dir}/{action}")
         })
     }
@@ -124,7 +127,7 @@ mod tests {
         assert!(matches!(p.next_step(), Step::Pause(d) if d == Duration::from_secs(2)));
         match p.next_step() {
             Step::Dial { action, dial } => {
-                assert_eq!(action.as_deref(), Some("http://app.example:8080/voice/next"));
+                assert_eq!(action, Some(("http://app.example:8080/voice/next".to_owned(), HookMethod::Post)));
                 assert_eq!(dial.targets.len(), 1);
             }
             s => panic!("{s:?}"),
@@ -146,6 +149,16 @@ mod tests {
         assert_eq!(p.resolve("http://o/z").unwrap(), "http://o/z");
         let bare = Program::new(Some("http://h:1".into()));
         assert_eq!(bare.resolve("y").unwrap(), "http://h:1/y");
+        let tls = Program::new(Some("https://h/app/voice".into()));
+        assert_eq!(tls.resolve("next").unwrap(), "https://h/app/next");
+        assert_eq!(tls.resolve("/top").unwrap(), "https://h/top");
+        let mut get = program(
+            r#"<Response><Dial action="n" method="GET"><Client>b</Client></Dial></Response>"#,
+            Some("https://h/v"),
+        );
+        assert!(
+            matches!(get.next_step(), Step::Dial { action: Some((u, HookMethod::Get)), .. } if u == "https://h/n")
+        );
         let none = Program::new(None);
         assert_eq!(none.resolve("y").unwrap_err().kind(), ErrorCode::MalformedRequest);
         let mut bad = program(r#"<Response><Dial action="y"><Client>b</Client></Dial></Response>"#, None);

@@ -93,8 +93,9 @@ pub(crate) enum Input {
 pub(crate) enum Output {
     /// Send bytes on a flow.
     Transmit { flow: FlowId, bytes: Vec<u8> },
-    /// POST `form` to `url` and hand back the TwiML as [`Input::Fetched`].
-    Fetch { sid: String, url: String, form: Vec<(String, String)> },
+    /// Ask `url` (signed, with `form` as the body or the query) and hand back the
+    /// TwiML as [`Input::Fetched`].
+    Fetch { sid: String, url: String, method: crate::webhooks::HookMethod, form: Vec<(String, String)> },
     /// POST a push payload to a gateway (nothing comes back).
     Push { url: String, body: serde_json::Value },
     /// Open a flow toward a SIP target and say so with [`Input::Connected`].

@@ -513,7 +513,7 @@ fn pauses_hold_the_call_and_dial_actions_hear_the_duration() {
     let fetch = |net: &mut Net| {
         let i = net.outputs.iter().position(|o| matches!(o, Output::Fetch { .. })).expect("a fetch");
         match net.outputs.remove(i) {
-            Output::Fetch { sid, url, form } => (sid, url, form.into_iter().collect::<HashMap<_, _>>()),
+            Output::Fetch { sid, url, form, .. } => (sid, url, form.into_iter().collect::<HashMap<_, _>>()),
             _ => unreachable!(),
         }
     };
