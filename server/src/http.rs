@@ -11,7 +11,7 @@
 //!   (form: `Content`, a JSON text of at most 10 KB): sends a call message to the
 //!   client on that leg
 //! - `POST`/`GET .../Calls/{CallSid}/UserDefinedMessageSubscriptions.json` (form:
-//!   `Callback`, an `http://` URL; `Method`, POST only) and `DELETE
+//!   `Callback`, an `http://` or `https://` URL; `Method`, POST only) and `DELETE
 //!   .../UserDefinedMessageSubscriptions/{Sid}.json`: every message the leg's client
 //!   sends is POSTed to each callback
 //! - `POST /v1/Insights/Events` (a JSON array of SDK insights events, authenticated
@@ -180,11 +180,11 @@ async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum
     if !["apn", "fcm", "webhook"].contains(&nb.binding_type.as_str()) {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "binding_type is apn, fcm or webhook");
     }
-    if !nb.gateway_url.starts_with("http://") || nb.address.is_empty() {
+    if !is_web_url(&nb.gateway_url) || nb.address.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
-            "gateway_url must be http:// and address non-empty",
+            "gateway_url must be http:// or https:// and address non-empty",
         );
     }
     let b = crate::store::Binding {
@@ -235,6 +235,12 @@ fn form(body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map(|v| v.into_iter().collect()).map_err(
         |e| Box::new(error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &format!("not a form body: {e}"))),
     )
+}
+
+/// Whether `u` is an `http://` or `https://` URL with a host.
+fn is_web_url(u: &str) -> bool {
+    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
 /// The status a switch refusal is answered with.
@@ -304,8 +310,12 @@ async fn add_subscription(
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let Some(callback) = f.get("Callback").filter(|c| c.starts_with("http://") && c.len() > 7) else {
-        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Callback is required: an http:// URL");
+    let Some(callback) = f.get("Callback").filter(|c| is_web_url(c)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "Callback is required: an http:// or https:// URL",
+        );
     };
     if f.get("Method").is_some_and(|m| !m.eq_ignore_ascii_case("POST")) {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Method: only POST is supported");

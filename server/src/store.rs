@@ -52,7 +52,7 @@ pub struct Binding {
     pub binding_type: String,
     /// The device token the gateway delivers to.
     pub address: String,
-    /// The push gateway's URL (`http://`), POSTed the `twi_*` payload.
+    /// The push gateway's URL (`http://` or `https://`), POSTed the `twi_*` payload.
     pub gateway_url: String,
     /// Milliseconds since the epoch.
     pub created: i64,
@@ -68,7 +68,7 @@ pub struct Subscription {
     pub account_sid: String,
     /// The call leg whose messages are delivered.
     pub call_sid: String,
-    /// The `http://` URL POSTed each message.
+    /// The `http://` or `https://` URL POSTed each message.
     pub callback: String,
     /// Milliseconds since the epoch.
     pub created: i64,
