@@ -334,6 +334,12 @@ pub struct ServerConfig {
     /// A PEM file of CA certificates trusted for webhooks and push, beside the
     /// system's roots (an application with a private certificate).
     pub webhook_ca_file: Option<PathBuf>,
+    /// APNs, for bindings with an `apn` credential (production).
+    pub apns_url: String,
+    /// APNs for credentials marked sandbox (development builds of an app).
+    pub apns_sandbox_url: String,
+    /// FCM HTTP v1, for bindings with an `fcm` credential.
+    pub fcm_url: String,
     /// TwiML applications. An access token's `grants.voice.outgoing.application_sid`
     /// picks one; with exactly one configured, it is the default; with none, the
     /// development routing dials `client:NAME`.
@@ -458,6 +464,9 @@ impl Default for ServerConfig {
             udp_idle_secs: 120,
             webhook_timeout_secs: 10,
             webhook_ca_file: None,
+            apns_url: "https://api.push.apple.com".to_owned(),
+            apns_sandbox_url: "https://api.sandbox.push.apple.com".to_owned(),
+            fcm_url: "https://fcm.googleapis.com".to_owned(),
             applications: Vec::new(),
             trunks: Vec::new(),
         }
@@ -591,6 +600,15 @@ impl Config {
         }
         if self.server.overload_delay_ms == 0 {
             return err("server.overload_delay_ms", "0 would refuse every call; at least 1".into());
+        }
+        for (key, u) in [
+            ("server.apns_url", &self.server.apns_url),
+            ("server.apns_sandbox_url", &self.server.apns_sandbox_url),
+            ("server.fcm_url", &self.server.fcm_url),
+        ] {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return err(key, format!("{u:?}; expected an https:// URL"));
+            }
         }
         if !(1..=600).contains(&self.server.webhook_timeout_secs) {
             let t = self.server.webhook_timeout_secs;

@@ -5,8 +5,11 @@
 //! - `GET /2010-04-01/Accounts/{AccountSid}/Calls.json` (newest first, `?PageSize=`)
 //! - `GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
 //! - `GET /v1/Registrations` (identities with a live registration and their devices)
-//! - `POST /v1/Bindings` (JSON: identity, binding_type, address, gateway_url),
-//!   `GET /v1/Bindings?Identity=`, `DELETE /v1/Bindings/{sid}`: push bindings
+//! - `POST /v1/Bindings` (JSON: identity, binding_type, address, and a gateway_url
+//!   or a credential_sid), `GET /v1/Bindings?Identity=`, `DELETE /v1/Bindings/{sid}`:
+//!   push bindings
+//! - `POST`/`GET /v1/Credentials`, `DELETE /v1/Credentials/{sid}`, `GET
+//!   /v1/PushResults?BindingSid=`: push credentials and outcomes (`credentials.rs`)
 //! - `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/UserDefinedMessages.json`
 //!   (form: `Content`, a JSON text of at most 10 KB): sends a call message to the
 //!   client on that leg
@@ -36,7 +39,7 @@ use crate::shell::ShellMsg;
 use crate::store::Store;
 
 /// The answer a refused request gets (boxed: a response is large).
-type Refusal = Box<Response>;
+pub(crate) type Refusal = Box<Response>;
 
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -49,7 +52,7 @@ pub(crate) struct Api {
     pub(crate) switch: mpsc::UnboundedSender<ShellMsg>,
 }
 
-fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (
         status,
         Json(
@@ -59,7 +62,7 @@ fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         .into_response()
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Refusal> {
     let denied = || {
         Box::new(error(
             StatusCode::UNAUTHORIZED,
@@ -153,7 +156,10 @@ struct NewBinding {
     identity: String,
     binding_type: String,
     address: String,
+    #[serde(default)]
     gateway_url: String,
+    #[serde(default)]
+    credential_sid: Option<String>,
 }
 
 async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -180,12 +186,43 @@ async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum
     if !["apn", "fcm", "webhook"].contains(&nb.binding_type.as_str()) {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "binding_type is apn, fcm or webhook");
     }
-    if !is_web_url(&nb.gateway_url) || nb.address.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            "gateway_url must be http:// or https:// and address non-empty",
-        );
+    if nb.address.is_empty() {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "address (the device token) is empty");
+    }
+    match &nb.credential_sid {
+        Some(c) => {
+            let found = match api.store.credentials(&api.account.account_sid, Some(c)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::ServiceUnavailable,
+                        &e.to_string(),
+                    )
+                }
+            };
+            match found.first() {
+                None => {
+                    return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "no such credential_sid")
+                }
+                Some(cred) if cred.credential_type != nb.binding_type => {
+                    let m = format!(
+                        "the credential is {}, the binding {}",
+                        cred.credential_type, nb.binding_type
+                    );
+                    return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &m);
+                }
+                Some(_) => {}
+            }
+        }
+        None if !is_web_url(&nb.gateway_url) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "a binding needs a credential_sid (APNs, FCM) or a gateway_url (http:// or https://)",
+            );
+        }
+        None => {}
     }
     let b = crate::store::Binding {
         sid: crate::accounts::new_sid("BS"),
@@ -194,6 +231,7 @@ async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum
         address: nb.address,
         gateway_url: nb.gateway_url,
         created: crate::store::now_ms(),
+        credential_sid: nb.credential_sid,
     };
     match api.store.add_binding(&b).await {
         Ok(()) => (StatusCode::CREATED, Json(b)).into_response(),
@@ -231,7 +269,7 @@ async fn delete_binding(
 }
 
 /// A form body as name/value pairs (the last of a repeated name wins).
-fn form(body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
+pub(crate) fn form(body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map(|v| v.into_iter().collect()).map_err(
         |e| Box::new(error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &format!("not a form body: {e}"))),
     )
@@ -505,6 +543,12 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/Registrations", get(registrations))
         .route("/v1/Bindings", get(list_bindings).post(add_binding))
         .route("/v1/Bindings/{sid}", axum::routing::delete(delete_binding))
+        .route(
+            "/v1/Credentials",
+            get(crate::credentials::list_credentials).post(crate::credentials::add_credential),
+        )
+        .route("/v1/Credentials/{sid}", axum::routing::delete(crate::credentials::delete_credential))
+        .route("/v1/PushResults", get(crate::credentials::list_push_results))
         .fallback(|| async { error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such resource") })
         .with_state(Arc::new(api))
 }

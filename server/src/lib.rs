@@ -34,10 +34,12 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 pub mod accounts;
+mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
 mod listen;
+mod providers;
 pub mod push;
 pub mod records;
 mod shell;
@@ -325,7 +327,16 @@ impl Server {
                 account.auth_token.clone(),
                 Duration::from_secs(u64::from(config.webhook_timeout_secs.max(1))),
             ),
-            http: http_client,
+            pusher: providers::Pusher::new(
+                http_client,
+                store.clone(),
+                account.account_sid.clone(),
+                providers::ProviderUrls {
+                    apns: config.apns_url.clone(),
+                    apns_sandbox: config.apns_sandbox_url.clone(),
+                    fcm: config.fcm_url.clone(),
+                },
+            ),
         };
         let mut tasks = vec![tokio::spawn(shell::run(switch, parts, inbox_rx))];
         tasks.push(listen::serve_stream(tcp, None, inbox.clone(), max));

@@ -80,17 +80,6 @@ pub fn payload(
     p
 }
 
-/// POSTs a JSON payload to a gateway; failures are logged (a push is best effort).
-pub async fn post_json(client: &dialtone_http::Client, url: &str, body: &serde_json::Value) {
-    let request = dialtone_http::Request::new(dialtone_http::Method::Post, url)
-        .body("application/json", body.to_string());
-    match client.send(request).await {
-        Ok(r) if r.is_success() => {}
-        Ok(r) => tracing::warn!(%url, status = r.status, "the push gateway refused a push"),
-        Err(e) => tracing::warn!(%url, error = %e, "push gateway"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

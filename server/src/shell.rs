@@ -62,8 +62,8 @@ pub(crate) struct ShellParts {
     pub(crate) max_message_size: usize,
     /// Signed requests to applications.
     pub(crate) webhooks: crate::webhooks::Webhooks,
-    /// Requests to push gateways.
-    pub(crate) http: dialtone_http::Client,
+    /// Pushes through APNs, FCM or a binding's gateway.
+    pub(crate) pusher: crate::providers::Pusher,
 }
 
 /// Runs the switch until the inbox closes.
@@ -134,9 +134,9 @@ fn carry_out(
                     let _ = inbox.send(ShellMsg::Done(Input::Fetched { sid, result }));
                 });
             }
-            Output::Push { url, body } => {
-                let http = parts.http.clone();
-                tokio::spawn(async move { crate::push::post_json(&http, &url, &body).await });
+            Output::Push { binding, body } => {
+                let pusher = parts.pusher.clone();
+                tokio::spawn(async move { pusher.deliver(&binding, &body).await });
             }
             Output::Connect { sid, child_sid, key, target } => {
                 let (inbox, udp, max) = (parts.inbox.clone(), parts.udp.clone(), parts.max_message_size);

@@ -52,10 +52,58 @@ pub struct Binding {
     pub binding_type: String,
     /// The device token the gateway delivers to.
     pub address: String,
-    /// The push gateway's URL (`http://` or `https://`), POSTed the `twi_*` payload.
+    /// A generic push gateway's URL (`http://` or `https://`), POSTed the `twi_*`
+    /// payload; empty when a credential sends through APNs or FCM.
     pub gateway_url: String,
     /// Milliseconds since the epoch.
     pub created: i64,
+    /// The push credential (`CR…`) that sends through APNs or FCM; none for a generic
+    /// gateway.
+    #[serde(default)]
+    pub credential_sid: Option<String>,
+}
+
+/// A push credential, as Twilio's `/Credentials` has them: how to reach APNs (a token
+/// key) or FCM (a service account).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Credential {
+    /// `CR` + 32 hex digits.
+    pub sid: String,
+    /// The account's SID.
+    pub account_sid: String,
+    /// `apn` or `fcm`.
+    pub credential_type: String,
+    /// A name for people.
+    pub friendly_name: String,
+    /// APNs: the sandbox (development) host instead of production.
+    pub sandbox: bool,
+    /// The key material as JSON: APNs `{"private_key", "key_id", "team_id",
+    /// "bundle_id"}`; FCM the service account's JSON key.
+    pub secret: String,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+}
+
+/// What became of one push to a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PushResult {
+    /// `NO` + 32 hex digits.
+    pub sid: String,
+    /// The binding pushed to.
+    pub binding_sid: String,
+    /// `apn`, `fcm` or `gateway`.
+    pub provider: String,
+    /// `delivered`, `removed` (the provider said the device is gone: the binding was
+    /// deleted), `throttled` or `failed` (after the retries), or `refused`.
+    pub outcome: String,
+    /// The provider's last HTTP status (0 when none came).
+    pub status: i64,
+    /// The provider's reason (`Unregistered`, `UNREGISTERED`, `TooManyRequests`, ...).
+    pub reason: String,
+    /// How many requests it took.
+    pub attempts: i64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
 }
 
 /// A subscription to a call leg's messages: each message the leg's client sends is
@@ -106,7 +154,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// The tables, in portable SQL (TEXT and BIGINT only).
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS calls (
         sid TEXT PRIMARY KEY,
         parent_sid TEXT,
@@ -127,7 +175,27 @@ const SCHEMA: [&str; 4] = [
         binding_type TEXT NOT NULL,
         address TEXT NOT NULL,
         gateway_url TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        credential_sid TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS credentials (
+        sid TEXT PRIMARY KEY,
+        account_sid TEXT NOT NULL,
+        credential_type TEXT NOT NULL,
+        friendly_name TEXT NOT NULL,
+        sandbox BOOLEAN NOT NULL,
+        secret TEXT NOT NULL,
         created BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS push_results (
+        sid TEXT PRIMARY KEY,
+        binding_sid TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        status BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        at BIGINT NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS subscriptions (
         sid TEXT PRIMARY KEY,
@@ -228,6 +296,18 @@ impl Store {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await.map_err(db)?;
         }
+        // A store made before bindings had credentials gains the column.
+        let has_credential: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM pragma_table_info('bindings') WHERE name = 'credential_sid'")
+                .fetch_all(&pool)
+                .await
+                .map_err(db)?;
+        if has_credential.is_empty() {
+            sqlx::query("ALTER TABLE bindings ADD COLUMN credential_sid TEXT")
+                .execute(&pool)
+                .await
+                .map_err(db)?;
+        }
         Ok(Store { pool })
     }
 
@@ -282,8 +362,8 @@ impl Store {
             .await
             .map_err(db)?;
         sqlx::query(
-            "INSERT INTO bindings (sid, identity, binding_type, address, gateway_url, created)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO bindings (sid, identity, binding_type, address, gateway_url, created, credential_sid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&b.sid)
         .bind(&b.identity)
@@ -291,6 +371,7 @@ impl Store {
         .bind(&b.address)
         .bind(&b.gateway_url)
         .bind(b.created)
+        .bind(&b.credential_sid)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -300,7 +381,7 @@ impl Store {
     /// An identity's push bindings (every identity's with `None`).
     pub async fn bindings(&self, identity: Option<&str>) -> Result<Vec<Binding>, ServerError> {
         const COLUMNS: &str =
-            "SELECT sid, identity, binding_type, address, gateway_url, created FROM bindings";
+            "SELECT sid, identity, binding_type, address, gateway_url, created, credential_sid FROM bindings";
         match identity {
             Some(i) => {
                 sqlx::query_as::<_, Binding>(&format!("{COLUMNS} WHERE identity = $1 ORDER BY created, sid"))
@@ -314,6 +395,86 @@ impl Store {
                     .await
             }
         }
+        .map_err(db)
+    }
+
+    /// Adds a push credential.
+    pub async fn add_credential(&self, c: &Credential) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO credentials (sid, account_sid, credential_type, friendly_name, sandbox, secret, created)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.sid)
+        .bind(&c.account_sid)
+        .bind(&c.credential_type)
+        .bind(&c.friendly_name)
+        .bind(c.sandbox)
+        .bind(&c.secret)
+        .bind(c.created)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The account's push credentials (one, by SID, with `sid`).
+    pub async fn credentials(
+        &self,
+        account_sid: &str,
+        sid: Option<&str>,
+    ) -> Result<Vec<Credential>, ServerError> {
+        sqlx::query_as::<_, Credential>(
+            "SELECT sid, account_sid, credential_type, friendly_name, sandbox, secret, created FROM credentials
+             WHERE account_sid = $1 AND ($2 IS NULL OR sid = $2) ORDER BY created, sid",
+        )
+        .bind(account_sid)
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// Removes a credential; false if there was none.
+    pub async fn delete_credential(&self, account_sid: &str, sid: &str) -> Result<bool, ServerError> {
+        let r = sqlx::query("DELETE FROM credentials WHERE account_sid = $1 AND sid = $2")
+            .bind(account_sid)
+            .bind(sid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Records what became of a push.
+    pub async fn add_push_result(&self, r: &PushResult) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO push_results (sid, binding_sid, provider, outcome, status, reason, attempts, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&r.sid)
+        .bind(&r.binding_sid)
+        .bind(&r.provider)
+        .bind(&r.outcome)
+        .bind(r.status)
+        .bind(&r.reason)
+        .bind(r.attempts)
+        .bind(r.at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// What became of the pushes to a binding (every binding's with `None`), oldest
+    /// first.
+    pub async fn push_results(&self, binding_sid: Option<&str>) -> Result<Vec<PushResult>, ServerError> {
+        sqlx::query_as::<_, PushResult>(
+            "SELECT sid, binding_sid, provider, outcome, status, reason, attempts, at FROM push_results
+             WHERE ($1 IS NULL OR binding_sid = $1) ORDER BY at, sid",
+        )
+        .bind(binding_sid)
+        .fetch_all(&self.pool)
+        .await
         .map_err(db)
     }
 

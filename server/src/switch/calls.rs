@@ -618,7 +618,7 @@ impl Switch {
                         None,
                         "",
                     );
-                    self.out.push_back(Output::Push { url: binding.gateway_url.clone(), body });
+                    self.out.push_back(Output::Push { binding: binding.clone(), body });
                 }
             }
         }

@@ -146,7 +146,7 @@ impl Switch {
                     Some(&token),
                     &wire::params_header(&params),
                 );
-                self.out.push_back(Output::Push { url: binding.gateway_url.clone(), body });
+                self.out.push_back(Output::Push { binding: binding.clone(), body });
             }
             tracing::info!(call_sid = %sid, %identity, bindings = bindings.len(), "pushed");
             self.bridges.add_pushed(sid, Pushed { identity, params, bindings });

@@ -96,8 +96,9 @@ pub(crate) enum Output {
     /// Ask `url` (signed, with `form` as the body or the query) and hand back the
     /// TwiML as [`Input::Fetched`].
     Fetch { sid: String, url: String, method: crate::webhooks::HookMethod, form: Vec<(String, String)> },
-    /// POST a push payload to a gateway (nothing comes back).
-    Push { url: String, body: serde_json::Value },
+    /// Push a payload to a binding's device, through its provider or gateway
+    /// (nothing comes back).
+    Push { binding: crate::store::Binding, body: serde_json::Value },
     /// Open a flow toward a SIP target and say so with [`Input::Connected`].
     Connect { sid: String, child_sid: String, key: String, target: OutTarget },
     /// Read `identity`'s push bindings and hand them back as [`Input::Bindings`].

@@ -470,6 +470,7 @@ fn a_pushed_identity_rings_when_it_registers_with_the_bridge_token() {
         address: "device-token".into(),
         gateway_url: "http://push.test/".into(),
         created: 0,
+        credential_sid: None,
     };
     let input = Input::Bindings {
         sid,
