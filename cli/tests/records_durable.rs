@@ -21,7 +21,7 @@ async fn inbound_legs(home: &Path) -> Vec<CallRecord> {
     let db = home.join("dialtone.db");
     let store = Store::open(&format!("sqlite://{}", db.display())).await.unwrap();
     let account = dialtone_server::accounts::read_dev_account(home).expect("the development account");
-    let legs = store.list_calls(&account.account_sid, 1000).await.unwrap();
+    let legs = store.list_calls(&account.account_sid, 1000, 0).await.unwrap();
     legs.into_iter().filter(|c| c.direction == "inbound").collect()
 }
 

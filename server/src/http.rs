@@ -55,9 +55,13 @@ pub(crate) struct Api {
 pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (
         status,
-        Json(
-            json!({"code": code.code(), "name": code.name(), "message": message, "status": status.as_u16()}),
-        ),
+        Json(json!({
+            "code": code.code(),
+            "name": code.name(),
+            "message": message,
+            "more_info": format!("https://www.twilio.com/docs/api/errors/{}", code.code()),
+            "status": status.as_u16(),
+        })),
     )
         .into_response()
 }
@@ -110,9 +114,21 @@ async fn list_calls(
             )
         }
     };
+    let page = match q.get("Page").map(|s| s.parse::<i64>()) {
+        None => 0,
+        Some(Ok(n)) if (0..=1_000_000).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "Page is a number from 0"),
+    };
     api.records.flush().await;
-    match api.store.list_calls(&account, size).await {
-        Ok(calls) => Json(json!({"calls": calls})).into_response(),
+    // One more than the page, to know whether a next page exists.
+    match api.store.list_calls(&account, size + 1, page * size).await {
+        Ok(mut calls) => {
+            let more = calls.len() > usize::try_from(size).unwrap_or(usize::MAX);
+            calls.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+            let items = calls.iter().map(crate::twilio_shapes::call).collect();
+            let path = format!("/2010-04-01/Accounts/{account}/Calls.json");
+            Json(crate::twilio_shapes::page("calls", items, &path, page, size, more)).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
     }
 }
@@ -128,7 +144,7 @@ async fn get_call(
     let sid = call.strip_suffix(".json").unwrap_or(&call);
     api.records.flush().await;
     match api.store.get_call(&account, sid).await {
-        Ok(Some(c)) => Json(c).into_response(),
+        Ok(Some(c)) => Json(crate::twilio_shapes::call(&c)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such call"),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
     }
@@ -324,7 +340,7 @@ async fn send_message(
                 "account_sid": account,
                 "call_sid": call,
                 "sid": sid,
-                "date_created": crate::store::now_ms(),
+                "date_created": crate::twilio_shapes::rfc2822(crate::store::now_ms()),
             })),
         )
             .into_response(),
@@ -374,7 +390,7 @@ async fn add_subscription(
         created: crate::store::now_ms(),
     };
     match api.store.add_subscription(&sub).await {
-        Ok(()) => (StatusCode::CREATED, Json(sub)).into_response(),
+        Ok(()) => (StatusCode::CREATED, Json(crate::twilio_shapes::subscription(&sub))).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
     }
 }
@@ -388,7 +404,10 @@ async fn list_subscriptions(
         return *r;
     }
     match api.store.subscriptions(&call).await {
-        Ok(s) => Json(json!({"user_defined_message_subscriptions": s})).into_response(),
+        Ok(s) => {
+            let items: Vec<serde_json::Value> = s.iter().map(crate::twilio_shapes::subscription).collect();
+            Json(json!({"user_defined_message_subscriptions": items})).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, &e.to_string()),
     }
 }

@@ -46,6 +46,7 @@ mod shell;
 pub mod store;
 mod switch;
 pub mod token;
+mod twilio_shapes;
 pub mod twiml;
 pub mod webhooks;
 

@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(records.backlog(), 4);
         records.flush().await;
         assert_eq!(records.overloaded(), None);
-        assert_eq!(store.list_calls("ACtest", 10).await.unwrap().len(), 3);
+        assert_eq!(store.list_calls("ACtest", 10, 0).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -342,12 +342,18 @@ impl Store {
     }
 
     /// The account's calls, newest first.
-    pub async fn list_calls(&self, account_sid: &str, limit: i64) -> Result<Vec<CallRecord>, ServerError> {
+    pub async fn list_calls(
+        &self,
+        account_sid: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<CallRecord>, ServerError> {
         sqlx::query_as::<_, CallRecord>(&format!(
-            "{CALL_COLUMNS} WHERE account_sid = $1 ORDER BY start_time DESC, sid LIMIT $2"
+            "{CALL_COLUMNS} WHERE account_sid = $1 ORDER BY start_time DESC, sid LIMIT $2 OFFSET $3"
         ))
         .bind(account_sid)
         .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await
         .map_err(db)

@@ -116,7 +116,7 @@ async fn a_client_to_client_call_through_the_server() {
     assert_eq!(p["status"], "completed");
     assert_eq!(p["end_cause"], "hangup-by-caller");
     assert_eq!(p["from"], "client:alice");
-    assert!(calls.iter().any(|c| c["parent_sid"] == parent.as_str() && c["status"] == "completed"));
+    assert!(calls.iter().any(|c| c["parent_call_sid"] == parent.as_str() && c["status"] == "completed"));
     // The REST API refuses wrong credentials and unknown things with JSON errors.
     let (status, body) = get(
         &srv,

@@ -155,7 +155,7 @@ async fn numbers_go_out_through_a_trunk_to_pjsua_over_udp_and_tcp() {
             heard.len()
         );
         let calls = records(&srv, 2).await;
-        let child = calls.iter().find(|c| !c["parent_sid"].is_null()).unwrap();
+        let child = calls.iter().find(|c| !c["parent_call_sid"].is_null()).unwrap();
         assert_eq!(child["to"], "+1-555-123-4567");
         assert_eq!(child["status"], "completed");
         assert!(!child["answer_time"].is_null(), "{child}");
@@ -271,7 +271,7 @@ async fn dial_action_runs_after_each_dial_and_verbs_follow_a_dial() {
     assert!(form["DialCallDuration"].parse::<u64>().is_ok(), "{form:?}");
     alice.wait_for(10, "disconnected", |e| matches!(e, Heard::Disconnected(_))).await;
     let calls = records(&srv, 3).await;
-    let legs: Vec<_> = calls.iter().filter(|c| c["parent_sid"] == parent.as_str()).collect();
+    let legs: Vec<_> = calls.iter().filter(|c| c["parent_call_sid"] == parent.as_str()).collect();
     assert_eq!(legs.len(), 2, "{calls:?}");
     assert!(legs.iter().any(|c| c["sid"] == bob_leg.as_str() && c["status"] == "busy"), "{legs:?}");
     assert!(legs.iter().any(|c| c["to"] == "client:carol" && c["status"] == "completed"), "{legs:?}");
