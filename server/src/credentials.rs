@@ -31,7 +31,8 @@ fn shown(c: &Credential) -> Value {
         "friendly_name": c.friendly_name,
         "type": c.credential_type,
         "sandbox": c.sandbox,
-        "date_created": c.created,
+        "date_created": crate::twilio_shapes::iso8601(c.created),
+        "date_updated": crate::twilio_shapes::iso8601(c.created),
         "url": format!("/v1/Credentials/{}", c.sid),
     })
 }

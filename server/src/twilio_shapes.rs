@@ -7,9 +7,8 @@ use serde_json::{json, Value};
 
 use crate::store::{CallRecord, Subscription};
 
-/// Milliseconds since the epoch as RFC 2822, the way Twilio writes dates:
-/// `Tue, 01 Dec 2026 17:19:03 +0000`.
-pub(crate) fn rfc2822(ms: i64) -> String {
+/// A UTC time's parts: (year, month 1-12, day, weekday 0 = Thursday, seconds of the day).
+fn civil(ms: i64) -> (i64, i64, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to a civil date (Howard Hinnant's algorithm).
@@ -22,10 +21,17 @@ pub(crate) fn rfc2822(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, days.rem_euclid(7), rem)
+}
+
+/// Milliseconds since the epoch as RFC 2822, the way Twilio's 2010-04-01 API writes
+/// dates: `Tue, 01 Dec 2026 17:19:03 +0000`.
+pub(crate) fn rfc2822(ms: i64) -> String {
+    let (year, month, day, weekday, rem) = civil(ms);
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] =
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let weekday = WEEKDAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
+    let weekday = WEEKDAYS[usize::try_from(weekday).unwrap_or(0)];
     let month_name = MONTHS[usize::try_from(month - 1).unwrap_or(0)];
     format!(
         "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
@@ -33,6 +39,13 @@ pub(crate) fn rfc2822(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Milliseconds since the epoch as ISO 8601, the way Twilio's v1 APIs write dates:
+/// `2026-12-01T17:19:03Z`.
+pub(crate) fn iso8601(ms: i64) -> String {
+    let (year, month, day, _, rem) = civil(ms);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A call leg as Twilio's Call resource.
@@ -118,6 +131,8 @@ mod tests {
         assert_eq!(rfc2822(951_782_400_000), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(rfc2822(1_796_145_543_999), "Tue, 01 Dec 2026 17:19:03 +0000");
         assert_eq!(rfc2822(-1_000), "Wed, 31 Dec 1969 23:59:59 +0000");
+        assert_eq!(iso8601(1_796_145_543_999), "2026-12-01T17:19:03Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
     #[test]
