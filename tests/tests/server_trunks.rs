@@ -9,23 +9,15 @@
 
 mod sipkit;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_core::config::{ApplicationConfig, TrunkConfig};
 use dialtone_server::Server;
-use dialtone_transport_ws::WsTransport;
 use sipkit::{parse_form, rest, rms, Auth, Client, Heard, Pjsua, Scratch};
 use tokio::io::AsyncWriteExt;
 
 fn client(server: &Server, identity: &str, app: Option<&str>) -> Client {
-    let mut c =
-        Client::new(identity, &server.addresses().ws_url(), Arc::new(WsTransport::default()), "127.0.0.1");
-    c.token = Some(match app {
-        Some(a) => server.mint_token_for_app(identity, 3600, a).unwrap(),
-        None => server.mint_token(identity, 3600).unwrap(),
-    });
-    c
+    sipkit::server_client(server, identity, app)
 }
 
 /// The account's call records, once every leg has ended.

@@ -11,13 +11,11 @@
 
 mod sipkit;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_core::config::ApplicationConfig;
 use dialtone_core::CallMessage;
 use dialtone_server::Server;
-use dialtone_transport_ws::WsTransport;
 use serde_json::Value;
 use sipkit::{form, rest, Auth, Client, Heard, Scratch};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -69,13 +67,7 @@ impl App {
 }
 
 fn client(server: &Server, identity: &str, app: Option<&str>) -> Client {
-    let mut c =
-        Client::new(identity, &server.addresses().ws_url(), Arc::new(WsTransport::default()), "127.0.0.1");
-    c.token = Some(match app {
-        Some(a) => server.mint_token_for_app(identity, 3600, a).unwrap(),
-        None => server.mint_token(identity, 3600).unwrap(),
-    });
-    c
+    sipkit::server_client(server, identity, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -815,6 +815,18 @@ pub async fn pjsua_calls(mut pj: Pjsua, bob: &mut Client, what: &str) -> Vec<i16
     pj.finish().await
 }
 
+/// A client of the embedded server over WebSocket, with a token for `identity` (whose
+/// outgoing calls run the application `app`, when given).
+pub fn server_client(server: &dialtone_server::Server, identity: &str, app: Option<&str>) -> Client {
+    let transport = Arc::new(dialtone_transport_ws::WsTransport::default());
+    let mut c = Client::new(identity, &server.addresses().ws_url(), transport, "127.0.0.1");
+    c.token = Some(match app {
+        Some(a) => server.mint_token_for_app(identity, 3600, a).unwrap(),
+        None => server.mint_token(identity, 3600).unwrap(),
+    });
+    c
+}
+
 /// A server configuration for tests: every port 0 (free ones), the scratch directory as
 /// the data directory, an in-memory store.
 pub fn server_config(scratch: &Scratch) -> config::ServerConfig {
