@@ -231,13 +231,15 @@ fn setup(args: &ClientArgs) -> Result<Setup, VoiceError> {
     };
     let registry = Arc::new(stack::registry(&cfg));
     // Insights: `sink = "http"` posts them to `url` (the server's
-    // /v1/Insights/Events) with this client's token; other sinks come from the registry.
+    // /v1/Insights/Events, http or https, trusting the same CA file as signaling) with
+    // this client's token; other sinks come from the registry.
     let mut http_sink = None;
     let insights = if cfg.insights.enabled && cfg.insights.sink == "http" {
         let url = cfg.insights.url.clone().ok_or_else(|| {
             VoiceError::new(ErrorCode::MalformedRequest, "insights.sink = \"http\" needs insights.url")
         })?;
-        let sink = Arc::new(HttpInsightsSink::new(url, token.clone()));
+        let settings = dialtone_http::Settings { ca_file: ca_file.clone(), ..Default::default() };
+        let sink = Arc::new(HttpInsightsSink::with_settings(url, token.clone(), settings));
         http_sink = Some(sink.clone());
         Some(Some(sink as Arc<dyn InsightsSink>))
     } else {
