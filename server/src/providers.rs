@@ -14,9 +14,9 @@
 //! - Any other binding is POSTed the payload at its `gateway_url` (a self-hosted relay).
 //!
 //! Answers: a device the provider says is gone (APNs `410`, or `400 BadDeviceToken`;
-//! FCM `404 UNREGISTERED`) removes the binding. `429` and
-//! `5xx` are retried twice, 1 s and 2 s later (or after the provider's
-//! `Retry-After`, up to 5 s). Each push's outcome is recorded with the provider's
+//! FCM `404 UNREGISTERED`) removes the binding. `429` and `5xx` are tried twice more,
+//! each after the provider's `Retry-After` (at most 5 s) or 1 s; a transport failure
+//! after 1 s, then 2 s. Each push's outcome is recorded with the provider's
 //! status and reason (`GET /v1/PushResults`).
 
 use std::collections::HashMap;
