@@ -633,9 +633,4 @@ impl Switch {
         }
         tracing::info!(call_sid = %sid, outcome, cause, "call ended");
     }
-
-    /// The wall-clock seconds at `now`.
-    pub(super) fn unix_secs(&self, now: Instant) -> u64 {
-        u64::try_from(self.unix_ms(now) / 1000).unwrap_or(0)
-    }
 }

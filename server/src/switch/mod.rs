@@ -196,16 +196,15 @@ impl Switch {
 
     /// Handles one input at `now`.
     pub(crate) fn handle(&mut self, input: Input, now: Instant) {
+        // A message's wait in the inbox counts while what it causes is handled.
+        if let Input::Data { waited, .. } = &input {
+            self.load.waited = *waited;
+        }
         match input {
             Input::Open { flow, transport, local, remote, reliable } => {
                 self.flows.open(flow, transport, local, remote, reliable, now);
             }
-            Input::Data { flow, inbound, waited } => {
-                self.load.waited = waited;
-                self.flows.input(flow, inbound, now);
-                self.drain(now);
-                self.load.waited = Duration::ZERO;
-            }
+            Input::Data { flow, inbound, .. } => self.flows.input(flow, inbound, now),
             Input::Closed(flow) => self.on_closed(flow, now),
             Input::Fetched { sid, result } => self.on_fetched(&sid, result, now),
             Input::Connected { sid, child_sid, key, target, result } => {
@@ -216,6 +215,7 @@ impl Switch {
             }
         }
         self.drain(now);
+        self.load.waited = Duration::ZERO;
     }
 
     /// The next thing to do, if any.
@@ -279,6 +279,11 @@ impl Switch {
         let (at, ms) = self.epoch;
         let since = now.saturating_duration_since(at).as_millis();
         ms.saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
+    }
+
+    /// The wall-clock seconds at `now`.
+    fn unix_secs(&self, now: Instant) -> u64 {
+        u64::try_from(self.unix_ms(now) / 1000).unwrap_or(0)
     }
 
     fn record(&mut self, w: RecordWrite) {
