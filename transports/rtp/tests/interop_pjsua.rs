@@ -10,9 +10,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{answer_one_call, read_wav_mono, Peer, Scratch};
+use common::{answer_one_call, read_wav_mono, score, Peer, Scratch};
 use dialtone_codec_pcmu::{Law, G711};
-use dialtone_tests::{segmental_snr_db, shared_audio_dir, speech};
+use dialtone_tests::shared_audio_dir;
 use tokio::net::UdpSocket;
 
 async fn call(law: Law, pjsua_codec: &str) -> (Vec<i16>, Vec<i16>, String) {
@@ -58,15 +58,23 @@ async fn call(law: Law, pjsua_codec: &str) -> (Vec<i16>, Vec<i16>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua_pcmu_and_pcma_with_sdes_srtp_both_ways() {
-    let pcm = speech(8000);
     for (law, codec) in [(Law::Mu, "PCMU/8000"), (Law::A, "PCMA/8000")] {
         let (ours, theirs, offer) = call(law, codec).await;
         assert!(offer.contains("RTP/SAVP") && offer.contains("a=crypto:"), "{offer}");
         eprintln!("{}", offer.lines().filter(|l| l.starts_with("a=crypto")).collect::<Vec<_>>().join(" | "));
-        let we_heard = segmental_snr_db(&pcm[..8000 * 2], &ours, 4000, 8000);
-        let they_heard = segmental_snr_db(&pcm[..8000 * 2], &theirs, 4000, 8000);
-        eprintln!("{codec}: we heard pjsua at {we_heard:.1} dB, pjsua heard us at {they_heard:.1} dB (segmental SNR)");
-        assert!(we_heard > 25.0, "{codec}: we heard pjsua at {we_heard:.1} dB");
-        assert!(they_heard > 25.0, "{codec}: pjsua heard us at {they_heard:.1} dB");
+        let (we_snr, we_pesq) = score(&ours, 8000, 8000);
+        let (they_snr, they_pesq) = score(&theirs, 8000, 8000);
+        eprintln!(
+            "{codec}: we heard pjsua at {we_snr:.1} dB (PESQ {we_pesq:.2}), \
+             pjsua heard us at {they_snr:.1} dB (PESQ {they_pesq:.2}) (segmental SNR)"
+        );
+        assert!(
+            we_snr > 25.0 && we_pesq > 2.0,
+            "{codec}: we heard pjsua at {we_snr:.1} dB, PESQ {we_pesq:.2}"
+        );
+        assert!(
+            they_snr > 25.0 && they_pesq > 2.0,
+            "{codec}: pjsua heard us at {they_snr:.1} dB, PESQ {they_pesq:.2}"
+        );
     }
 }

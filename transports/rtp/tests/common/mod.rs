@@ -1,7 +1,12 @@
 //! The test-only SIP answerer of the media interop tests: it takes one INVITE from an
 //! independent peer, answers it with a Dialtone RTP session's SDP, lets audio flow
-//! until three seconds were heard, and hangs up with a BYE. Real signaling is the
+//! until five seconds were heard, and hangs up with a BYE. Real signaling is the
 //! signaling crate's; this is just enough SIP to put media between two real stacks.
+//!
+//! What each side heard is scored with [`score`], which finds the heard speech in the
+//! looped recording wherever it starts: the first packets of a call may be lost (the
+//! peer installs its SRTP keys from our answer only when the 200 OK reaches it), so
+//! the peer's audio can start ahead of ours as well as behind.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -85,13 +90,26 @@ pub(crate) struct Answered {
     pub(crate) answer: String,
 }
 
-/// Answers the INVITE arriving on `sip` with a session sending the shared speech at
-/// `rate`, waits until three seconds were heard, and hangs up.
+/// Seconds of the peer's audio an answered call lasts for.
+pub(crate) const CALL_SECS: usize = 5;
+
+/// Seconds at the start of a call's audio that are not scored (its set-up).
+const HEAD_SECS: f64 = 1.5;
+
+/// Segmental SNR (dB) and PESQ of `heard` (at `rate`) from [`HEAD_SECS`] on, against
+/// the looped shared speech at `speech_rate` ([`dialtone_tests::speech_score`]).
+pub(crate) fn score(heard: &[i16], rate: u32, speech_rate: u32) -> (f64, f64) {
+    let head = (HEAD_SECS * f64::from(rate)) as usize;
+    dialtone_tests::speech_score(dialtone_tests::middle(heard, head, 0), rate, speech_rate)
+}
+
+/// Answers the INVITE arriving on `sip` with a session sending the shared speech,
+/// looped, at `rate`, waits until [`CALL_SECS`] seconds were heard, and hangs up.
 pub(crate) async fn answer_one_call(sip: &UdpSocket, codec: Arc<dyn AudioCodec>, rate: u32) -> Answered {
     let port = sip.local_addr().unwrap().port();
     let format = AudioFormat::new(rate, 1, 20).unwrap();
     let (renderer, heard) = MemoryRenderer::new(format);
-    let capturer = BufferCapturer::new(format, speech(rate), false);
+    let capturer = BufferCapturer::new(format, speech(rate), true);
     let cfg = MediaSessionConfig::new(vec![codec], Box::new(capturer), Box::new(renderer));
     let media = RtpEngine::new(RtpEngineConfig::default()).create_session(cfg).await.unwrap();
 
@@ -102,7 +120,7 @@ pub(crate) async fn answer_one_call(sip: &UdpSocket, codec: Arc<dyn AudioCodec>,
     sip.send_to(response(&invite, "200 OK", &contact, &answer).as_bytes(), from).await.unwrap();
     next_message(sip, "ACK").await;
 
-    wait_for(&heard, rate as usize * 3).await;
+    wait_for(&heard, rate as usize * CALL_SECS).await;
 
     let contact_uri = header(&invite, "Contact").unwrap().trim_matches(|c| c == '<' || c == '>').to_owned();
     let bye = format!(
