@@ -7,7 +7,9 @@
 //!   the server relays signaling only);
 //! - the media path is cut mid-call: both sides report reconnecting (53405), and
 //!   media comes back once the cut is lifted; a cut longer than the reconnect window
-//!   ends the call with 53405.
+//!   ends the call with 53405;
+//! - a Twilio application on a host of its own gets the server's signed webhooks over
+//!   HTTPS, routes a call, and a slow one fails its call with 31502.
 //!
 //! These tests need root (they make namespaces); without it they fail, loudly.
 
@@ -129,19 +131,25 @@ impl World {
 
     /// Clients at `rate` Hz; `server_toml` is added to the server's `[server]`.
     fn with(name: &str, rate: u32, server_toml: &str, client_toml: &str) -> World {
-        World::build(name, rate, server_toml, client_toml, false)
+        World::build(name, rate, Some(server_toml), client_toml, false)
     }
 
     /// Every host on IPv6 only.
     fn v6(name: &str) -> World {
-        World::build(name, 16_000, "", "", true)
+        World::build(name, 16_000, Some(""), "", true)
+    }
+
+    /// The server's host with no server running yet: [`World::start_server`] starts it
+    /// (once what its configuration names exists).
+    fn unstarted(name: &str, client_toml: &str) -> World {
+        World::build(name, 16_000, None, client_toml, false)
     }
 
     fn server_ip(&self) -> String {
         lab_addr(self.v6, 1, 2).0
     }
 
-    fn build(name: &str, rate: u32, server_toml: &str, client_toml: &str, v6: bool) -> World {
+    fn build(name: &str, rate: u32, server_toml: Option<&str>, client_toml: &str, v6: bool) -> World {
         assert!(speech_file(rate).exists(), "{} is the shared speech", speech_file(rate).display());
         let home = std::env::temp_dir().join(format!("dialtone-hosts-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
@@ -169,7 +177,9 @@ impl World {
             v6,
             logs: std::collections::HashMap::new(),
         };
-        w.start_server(server_toml);
+        if let Some(extra) = server_toml {
+            w.start_server(extra);
+        }
         w
     }
 
@@ -584,4 +594,94 @@ fn pjsua_on_another_host_offering_pcma_only_calls_a_client_and_is_called_back() 
     let _ = w.exit_status(pj, 30);
     assert_speech("alice from pjsua", &read_wav(&alice_wav, 8000), 8000, 0.5, 2.5);
     assert_speech("pjsua from alice", &read_pjsua_wav(&pj_heard), 8000, 0.5, 2.5);
+}
+
+/// A private CA and a certificate for `ip` signed by it, in `dir`: (cert, key, CA).
+fn write_pki(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![ip.to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let paths = (dir.join("app-cert.pem"), dir.join("app-key.pem"), dir.join("app-ca.pem"));
+    std::fs::write(&paths.0, leaf.pem()).unwrap();
+    std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+    std::fs::write(&paths.2, ca.pem()).unwrap();
+    paths
+}
+
+/// The JSON line `tests/peers/twilio_app.py` printed for its next request.
+fn app_request(app: &mpsc::Receiver<(Instant, String)>) -> Value {
+    let (_, l) = app.recv_timeout(Duration::from_secs(20)).expect("a request at the application");
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("the application printed {l:?}: {e}"))
+}
+
+/// A Twilio application on a host of its own (`tests/peers/twilio_app.py`, checking
+/// every request with Twilio's `RequestValidator`), serving HTTPS with a certificate of
+/// a private CA. The `dialtone server` binary, configured by its file, fetches the
+/// application's voice URL across the router: the request is signed with the
+/// configured auth token, the application's certificate is trusted through
+/// `webhook_ca_file`, its TwiML dials bob, and the call carries speech both ways. A
+/// voice URL that answers after `webhook_timeout_secs` (2 s; the application takes 6
+/// s, inside the 10 s default) fails its call with 31502.
+#[test]
+fn a_twilio_application_on_another_host_gets_signed_webhooks_over_https() {
+    let account_sid = format!("AC{}", "a".repeat(32));
+    let auth_token = "0123456789abcdef0123456789abcdef";
+    let account = format!(
+        "account_sid = \"{account_sid}\"\nauth_token = \"{auth_token}\"\n\
+         api_key_sid = \"SK{}\"\napi_key_secret = \"{}\"\n",
+        "b".repeat(32),
+        "c".repeat(32)
+    );
+    // The clients mint their tokens with the same API key.
+    let mut w = World::unstarted("webhooks", &format!("[server]\n{account}"));
+    let (app_ns, app_ip) = w.open_host("app");
+    let (cert, key, ca) = write_pki(&w.home, &app_ip);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers/twilio_app.py");
+    let mut cmd = w.lab.command(&app_ns, dialtone_tests::python().to_str().unwrap());
+    cmd.arg(script)
+        .args([auth_token, cert.to_str().unwrap(), key.to_str().unwrap(), &app_ip])
+        .stdout(Stdio::piped());
+    let i = w.lab.spawn(cmd);
+    let app = lines(w.lab.child(i));
+    let (_, first) = app
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the application printed its port (is PyPI twilio installed? scripts/setup)");
+    let port: u16 = first.strip_prefix("listening ").unwrap().parse().unwrap();
+    w.start_server(&format!(
+        "{account}webhook_ca_file = \"{}\"\nwebhook_timeout_secs = 2\n\n\
+         [[server.applications]]\nsid = \"AP{}\"\nvoice_url = \"https://{app_ip}:{port}/voice\"\n",
+        ca.display(),
+        "d".repeat(32)
+    ));
+    let (a, _) = w.open_host("alice");
+    let (b, _) = w.open_host("bob");
+
+    // The application's TwiML (Twilio's builder) dials bob: speech both ways.
+    call_and_score(&mut w, &a, &b);
+    let voice = app_request(&app);
+    assert_eq!((voice["method"].as_str(), voice["path"].as_str()), (Some("POST"), Some("/voice")), "{voice}");
+    assert_eq!(voice["valid"], true, "Twilio's RequestValidator refused the server's signature: {voice}");
+    assert_eq!(voice["params"]["AccountSid"], account_sid.as_str(), "{voice}");
+    assert_eq!(
+        (voice["params"]["From"].as_str(), voice["params"]["To"].as_str()),
+        (Some("client:alice"), Some("client:bob"))
+    );
+
+    // A slow application: the call fails with 31502 once the configured 2 s are up.
+    let (alice, mut alice_ev) =
+        w.client(&a, &["call", "--identity", "alice", "--to", "client:slow"], &[], "alice");
+    let slow = loop {
+        let r = app_request(&app);
+        assert_eq!(r["valid"], true, "{r}");
+        if r["params"]["To"] == "client:slow" {
+            break r;
+        }
+    };
+    assert_eq!(slow["path"], "/voice", "{slow}");
+    let (_, ended) = alice_ev.wait("disconnected", 30);
+    assert_eq!(ended["error"]["code"], 31502, "{ended}\nalice's stderr:\n{}", w.stderr(alice));
+    assert!(!w.exit_status(alice, 30).success(), "a failed call exits with an error");
 }

@@ -6,13 +6,16 @@ Every request is checked with Twilio's own helper library (PyPI `twilio`,
 checks it; an invalid one gets 403. Valid requests are answered with TwiML built by
 Twilio's TwiML builder (`VoiceResponse`), per path.
 
-Usage: twilio_app.py AUTH_TOKEN CERT KEY (CERT and KEY: serve HTTPS with them; "-" for
-plain HTTP). Prints `listening PORT`, then one JSON line per request: method, path,
-whether its signature was valid, its parameters.
+Usage: twilio_app.py AUTH_TOKEN CERT KEY [ADDRESS] (CERT and KEY: serve HTTPS with
+them; "-" for plain HTTP; ADDRESS: where to listen, 127.0.0.1 unless given). Prints
+`listening PORT`, then one JSON line per request: method, path, whether its signature
+was valid, its parameters. A voice request for `To=client:slow` is answered only after
+SLOW_SECS seconds (a slow application, for the server's webhook timeout).
 """
 import json
 import ssl
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,6 +23,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 TOKEN, CERT, KEY = sys.argv[1], sys.argv[2], sys.argv[3]
+ADDRESS = sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1"
+SLOW_SECS = 6
 SCHEME = "http" if CERT == "-" else "https"
 validator = RequestValidator(TOKEN)
 
@@ -69,6 +74,8 @@ class Handler(BaseHTTPRequestHandler):
         valid = validator.validate(url, signed, self.headers.get("X-Twilio-Signature", ""))
         path = urlsplit(self.path).path
         print(json.dumps({"method": method, "path": path, "valid": valid, "params": params}), flush=True)
+        if valid and params.get("To") == "client:slow":
+            time.sleep(SLOW_SECS)
         if not valid:
             out, status, ctype = b"invalid signature", 403, "text/plain"
         elif path == "/messages":
@@ -88,7 +95,7 @@ class Handler(BaseHTTPRequestHandler):
         self.handle_any("POST")
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = ThreadingHTTPServer((ADDRESS, 0), Handler)
 if CERT != "-":
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(CERT, KEY)
