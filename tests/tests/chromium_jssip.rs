@@ -61,6 +61,8 @@ impl Browser {
                 "--allow-file-access-from-files",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            // its own temporary folders too go in the profile, removed with the test's scratch
+            .env("TMPDIR", profile)
             .arg("about:blank")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
