@@ -12,162 +12,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod providers;
 mod sipkit;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde_json::{json, Value};
+use providers::{keypair, next, providers};
 use sipkit::{form, rest, Auth, Client, Heard, Scratch};
-use tokio::sync::mpsc;
-
-/// One request a local provider accepted for checking.
-#[derive(Debug, Clone)]
-struct Got {
-    version: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl (scripts/setup installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A private key of `algorithm` in PKCS#8 PEM and its public key: (private, public).
-fn keypair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
-    let key = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub.pem"));
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(algorithm);
-    args.extend_from_slice(&["-out", key.to_str().unwrap()]);
-    openssl(&args);
-    openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
-    (std::fs::read_to_string(key).unwrap(), std::fs::read_to_string(public).unwrap())
-}
-
-/// The local APNs and FCM, on one HTTP/2 TLS port: every request is reported; the
-/// answer depends on the device token's prefix (`good`, `gone`, `busy`: 429 the first
-/// time).
-async fn providers(cert: &Path, key: &Path) -> (SocketAddr, mpsc::UnboundedReceiver<Got>) {
-    use rustls::pki_types::pem::PemObject as _;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let mut cfg =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-    // APNs speaks only HTTP/2.
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let busy_seen = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, tx, busy_seen) = (acceptor.clone(), tx.clone(), busy_seen.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (tx, busy_seen) = (tx.clone(), busy_seen.clone());
-                        async move {
-                            let version = format!("{:?}", req.version());
-                            let path = req.uri().path().to_owned();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                                .collect();
-                            let body =
-                                String::from_utf8_lossy(&req.into_body().collect().await.unwrap().to_bytes())
-                                    .into_owned();
-                            let got = Got { version, path: path.clone(), headers, body: body.clone() };
-                            let _ = tx.send(got);
-                            let device = if let Some(d) = path.strip_prefix("/3/device/") {
-                                d.to_owned()
-                            } else if path.ends_with("/messages:send") {
-                                let v: Value = serde_json::from_str(&body).unwrap_or_default();
-                                v["message"]["token"].as_str().unwrap_or_default().to_owned()
-                            } else {
-                                String::new()
-                            };
-                            let apns = path.starts_with("/3/device/");
-                            let (status, answer) = if path == "/token" {
-                                (
-                                    200,
-                                    json!({"access_token": "ya29.local", "expires_in": 3599, "token_type": "Bearer"}),
-                                )
-                            } else if device.starts_with("gone") {
-                                if apns {
-                                    (410, json!({"reason": "Unregistered", "timestamp": 1}))
-                                } else {
-                                    (
-                                        404,
-                                        json!({"error": {"code": 404, "status": "NOT_FOUND", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}),
-                                    )
-                                }
-                            } else if device.starts_with("busy")
-                                && busy_seen.lock().unwrap().insert(device.clone())
-                            {
-                                if apns {
-                                    (429, json!({"reason": "TooManyRequests"}))
-                                } else {
-                                    (
-                                        429,
-                                        json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"errorCode": "QUOTA_EXCEEDED"}]}}),
-                                    )
-                                }
-                            } else if apns {
-                                (200, json!({}))
-                            } else {
-                                (200, json!({"name": "projects/dialtone-test/messages/0:1"}))
-                            };
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
-                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            if apns && status == 200 {
-                                r.headers_mut().insert(
-                                    "apns-id",
-                                    "00000000-0000-0000-0000-000000000001".parse().unwrap(),
-                                );
-                            }
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (addr, rx)
-}
-
-async fn next(rx: &mut mpsc::UnboundedReceiver<Got>, what: &str) -> Got {
-    tokio::time::timeout(Duration::from_secs(15), rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no {what}"))
-        .unwrap()
-}
 
 /// Verifies a JWT with `public` (PEM) for `alg`; its header and claims.
 fn verify(
