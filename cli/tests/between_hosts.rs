@@ -9,13 +9,16 @@
 //!   media comes back once the cut is lifted; a cut longer than the reconnect window
 //!   ends the call with 53405;
 //! - a Twilio application on a host of its own gets the server's signed webhooks over
-//!   HTTPS, routes a call, and a slow one fails its call with 31502.
+//!   HTTPS, routes a call, and a slow one fails its call with 31502;
+//! - the server pushes to APNs and FCM on another host, and cancels.
 //!
 //! These tests need root (they make namespaces); without it they fail, loudly.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod lab;
+#[path = "../../tests/tests/providers/mod.rs"]
+mod providers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -116,6 +119,8 @@ struct World {
     server: Option<usize>,
     ws_url: String,
     udp_port: u16,
+    /// The REST API's port, on the server's address.
+    http_port: u16,
     rate: u32,
     hosts: usize,
     v6: bool,
@@ -172,6 +177,7 @@ impl World {
             server: None,
             ws_url: String::new(),
             udp_port: 0,
+            http_port: 0,
             rate,
             hosts: 1,
             v6,
@@ -212,8 +218,8 @@ impl World {
         self.server = Some(i);
         let out = lines(self.lab.child(i));
         let port_of = |l: &str| l.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap();
-        let (mut ws, mut udp) = (None, None);
-        while ws.is_none() || udp.is_none() {
+        let (mut ws, mut udp, mut http) = (None, None, None);
+        while ws.is_none() || udp.is_none() || http.is_none() {
             let (_, l) = out.recv_timeout(Duration::from_secs(30)).expect("the server's banner");
             if l.contains("SIP WS ") {
                 ws = Some(port_of(&l));
@@ -221,10 +227,14 @@ impl World {
             if l.contains("SIP UDP ") {
                 udp = Some(port_of(&l));
             }
+            if l.contains("HTTP API ") {
+                http = Some(port_of(&l));
+            }
         }
         let host = if self.v6 { format!("[{}]", self.server_ip()) } else { self.server_ip() };
         self.ws_url = format!("ws://{host}:{}", ws.unwrap());
         self.udp_port = udp.unwrap();
+        self.http_port = http.unwrap();
     }
 
     /// A host on the router's network `198.18.N.0/24`: its namespace and address.
@@ -611,6 +621,41 @@ fn write_pki(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
+/// The account of the tests that talk to the REST API or to an application.
+const ACCOUNT_SID: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// The account and its API key as `[server]` keys (the server's file, and the
+/// clients' for minting their tokens).
+fn account_toml() -> String {
+    format!(
+        "account_sid = \"{ACCOUNT_SID}\"\nauth_token = \"{AUTH_TOKEN}\"\n\
+         api_key_sid = \"SK{}\"\napi_key_secret = \"{}\"\n",
+        "b".repeat(32),
+        "c".repeat(32)
+    )
+}
+
+/// Starts a Python peer of `tests/peers` on lab host `ns`; returns its stdout's lines
+/// and the port it printed (`listening PORT`).
+fn python_peer(
+    w: &mut World,
+    ns: &str,
+    script: &str,
+    args: &[&str],
+) -> (mpsc::Receiver<(Instant, String)>, u16) {
+    let path = format!("{}/../tests/peers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = w.lab.command(ns, dialtone_tests::python().to_str().unwrap());
+    cmd.arg(path).args(args).stdout(Stdio::piped());
+    let i = w.lab.spawn(cmd);
+    let out = lines(w.lab.child(i));
+    let (_, first) = out
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{script} printed no port (is the Python venv set up? scripts/setup)"));
+    let port = first.strip_prefix("listening ").and_then(|p| p.parse().ok());
+    (out, port.unwrap_or_else(|| panic!("{script} printed {first:?}")))
+}
+
 /// The JSON line `tests/peers/twilio_app.py` printed for its next request.
 fn app_request(app: &mpsc::Receiver<(Instant, String)>) -> Value {
     let (_, l) = app.recv_timeout(Duration::from_secs(20)).expect("a request at the application");
@@ -627,29 +672,14 @@ fn app_request(app: &mpsc::Receiver<(Instant, String)>) -> Value {
 /// s, inside the 10 s default) fails its call with 31502.
 #[test]
 fn a_twilio_application_on_another_host_gets_signed_webhooks_over_https() {
-    let account_sid = format!("AC{}", "a".repeat(32));
-    let auth_token = "0123456789abcdef0123456789abcdef";
-    let account = format!(
-        "account_sid = \"{account_sid}\"\nauth_token = \"{auth_token}\"\n\
-         api_key_sid = \"SK{}\"\napi_key_secret = \"{}\"\n",
-        "b".repeat(32),
-        "c".repeat(32)
-    );
+    let (account_sid, auth_token) = (ACCOUNT_SID.to_owned(), AUTH_TOKEN);
+    let account = account_toml();
     // The clients mint their tokens with the same API key.
     let mut w = World::unstarted("webhooks", &format!("[server]\n{account}"));
     let (app_ns, app_ip) = w.open_host("app");
     let (cert, key, ca) = write_pki(&w.home, &app_ip);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers/twilio_app.py");
-    let mut cmd = w.lab.command(&app_ns, dialtone_tests::python().to_str().unwrap());
-    cmd.arg(script)
-        .args([auth_token, cert.to_str().unwrap(), key.to_str().unwrap(), &app_ip])
-        .stdout(Stdio::piped());
-    let i = w.lab.spawn(cmd);
-    let app = lines(w.lab.child(i));
-    let (_, first) = app
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the application printed its port (is PyPI twilio installed? scripts/setup)");
-    let port: u16 = first.strip_prefix("listening ").unwrap().parse().unwrap();
+    let args = [auth_token, cert.to_str().unwrap(), key.to_str().unwrap(), &app_ip];
+    let (app, port) = python_peer(&mut w, &app_ns, "twilio_app.py", &args);
     w.start_server(&format!(
         "{account}webhook_ca_file = \"{}\"\nwebhook_timeout_secs = 2\n\n\
          [[server.applications]]\nsid = \"AP{}\"\nvoice_url = \"https://{app_ip}:{port}/voice\"\n",
@@ -684,4 +714,126 @@ fn a_twilio_application_on_another_host_gets_signed_webhooks_over_https() {
     let (_, ended) = alice_ev.wait("disconnected", 30);
     assert_eq!(ended["error"]["code"], 31502, "{ended}\nalice's stderr:\n{}", w.stderr(alice));
     assert!(!w.exit_status(alice, 30).success(), "a failed call exits with an error");
+}
+
+/// One REST request to the server, made from lab host `ns` (`tests/peers/rest.py`):
+/// its status and JSON body. `content_type` `form` sends `body` (a JSON object)
+/// form-encoded.
+fn rest(w: &World, ns: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+    let script = format!("{}/../tests/peers/rest.py", env!("CARGO_MANIFEST_DIR"));
+    let url = format!("http://{}:{}{path}", w.server_ip(), w.http_port);
+    let mut cmd = w.lab.command(ns, dialtone_tests::python().to_str().unwrap());
+    cmd.arg(script).args([method, &url, ACCOUNT_SID, AUTH_TOKEN]);
+    if !body.is_empty() {
+        cmd.args([content_type, body]);
+    }
+    let out = cmd.output().unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (status, json) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("rest.py printed {line:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    (status.parse().unwrap(), serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+/// Push from the `dialtone server` binary, configured by its file, to APNs and FCM on
+/// another host: the local providers of `tests/tests/providers` (HTTP/2 over TLS,
+/// certificate of a private CA trusted through `webhook_ca_file`), reached at
+/// `apns_url` and `fcm_url` across the router (the lab host relays to the test's Unix
+/// socket; TLS is end to end). Credentials and bindings are made over REST from a lab
+/// host. A call to carol, who has an iPhone and a Pixel and no registration, pushes to
+/// both, and the caller's end cancels both.
+#[test]
+fn the_server_binary_pushes_to_apns_and_fcm_on_another_host() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let account = account_toml();
+    let mut w = World::unstarted("push", &format!("[server]\n{account}"));
+    let (push_ns, push_ip) = w.open_host("push");
+    let (cert, key, ca) = write_pki(&w.home, &push_ip);
+    let socket = w.home.join("providers.sock");
+    let mut got = rt.block_on(providers::providers_on_unix(&cert, &key, &socket));
+    let (_relay, port) = python_peer(&mut w, &push_ns, "relay.py", &[&push_ip, socket.to_str().unwrap()]);
+    let base = format!("https://{push_ip}:{port}");
+    // The credential is for production: the sandbox URL leads nowhere.
+    w.start_server(&format!(
+        "{account}webhook_ca_file = \"{}\"\napns_url = \"{base}\"\napns_sandbox_url = \"https://{push_ip}:9\"\n\
+         fcm_url = \"{base}\"\nring_timeout_secs = 4\n",
+        ca.display()
+    ));
+    let (alice_ns, _) = w.open_host("alice");
+
+    let (apns_key, _) =
+        providers::keypair(&w.home, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (sa_key, _) =
+        providers::keypair(&w.home, "fcm", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let apn = serde_json::json!({
+        "Type": "apn", "PrivateKey": apns_key, "KeyId": "ABC123DEFG", "TeamId": "TEAM456XYZ",
+        "BundleId": "com.example.voice",
+    });
+    let (status, apn) = rest(&w, &alice_ns, "POST", "/v1/Credentials", "form", &apn.to_string());
+    assert_eq!((status, apn["sandbox"].as_bool()), (201, Some(false)), "{apn}");
+    let account_json = serde_json::json!({
+        "type": "service_account", "project_id": "dialtone-test", "private_key_id": "key-1",
+        "private_key": sa_key, "client_email": "push@dialtone-test.iam.gserviceaccount.com",
+        "token_uri": format!("{base}/token"),
+    });
+    let fcm = serde_json::json!({"Type": "fcm", "Secret": account_json.to_string()});
+    let (status, fcm) = rest(&w, &alice_ns, "POST", "/v1/Credentials", "form", &fcm.to_string());
+    assert_eq!(status, 201, "{fcm}");
+    for (kind, device, cred) in [("apn", "good-carol-iphone", &apn), ("fcm", "good-carol-pixel", &fcm)] {
+        let b = serde_json::json!({"identity": "carol", "binding_type": kind, "address": device, "credential_sid": cred["sid"]});
+        let (status, b) = rest(&w, &alice_ns, "POST", "/v1/Bindings", "application/json", &b.to_string());
+        assert_eq!(status, 201, "{b}");
+    }
+
+    // alice calls carol: both devices are pushed the invite.
+    let (alice, mut alice_ev) =
+        w.client(&alice_ns, &["call", "--identity", "alice", "--to", "client:carol"], &[], "alice");
+    let mut call_sids = Vec::new();
+    let mut token_asked = false;
+    for _ in 0..3 {
+        let r = rt.block_on(providers::next(&mut got, "a push (is the relay reached?)"));
+        assert_eq!(r.version, "HTTP/2.0", "{r:?}");
+        if r.path.starts_with("/3/device/") {
+            assert_eq!(r.path, "/3/device/good-carol-iphone");
+            assert_eq!(
+                (r.headers["apns-push-type"].as_str(), r.headers["apns-topic"].as_str()),
+                ("voip", "com.example.voice.voip")
+            );
+            assert!(r.headers["authorization"].starts_with("bearer "), "{r:?}");
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["twi_message_type"], "twilio.voice.call", "{body}");
+            assert_eq!(body["twi_from"], "client:alice", "{body}");
+            call_sids.push(body["twi_call_sid"].as_str().unwrap().to_owned());
+        } else if r.path == "/token" {
+            assert!(r.body.contains("assertion="), "{r:?}");
+            token_asked = true;
+        } else {
+            assert_eq!(r.path, "/v1/projects/dialtone-test/messages:send");
+            assert!(token_asked, "the OAuth2 token comes first");
+            assert_eq!(r.headers["authorization"], "Bearer ya29.local");
+            let m: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(
+                (m["message"]["token"].as_str(), m["message"]["android"]["priority"].as_str()),
+                (Some("good-carol-pixel"), Some("high"))
+            );
+            call_sids.push(m["message"]["data"]["twi_call_sid"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(call_sids.len() == 2 && call_sids[0] == call_sids[1], "{call_sids:?}");
+
+    // Nobody answers within ring_timeout_secs: alice's call fails, and both devices
+    // are pushed the cancel.
+    let (_, ended) = alice_ev.wait("disconnected", 30);
+    assert!(ended["error"]["code"].is_u64(), "{ended}");
+    assert!(!w.exit_status(alice, 30).success());
+    let mut cancels = 0;
+    while cancels < 2 {
+        let r = rt.block_on(providers::next(&mut got, "a cancel push"));
+        let body: Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let data = if r.path.starts_with("/3/device/") { &body } else { &body["message"]["data"] };
+        if data["twi_message_type"] == "twilio.voice.cancel" {
+            assert_eq!(data["twi_call_sid"], call_sids[0].as_str(), "{body}");
+            cancels += 1;
+        }
+    }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
-use serde_json::{json, Value};
 use providers::{keypair, next, providers};
+use serde_json::{json, Value};
 use sipkit::{form, rest, Auth, Client, Heard, Scratch};
 
 /// Verifies a JWT with `public` (PEM) for `alg`; its header and claims.
