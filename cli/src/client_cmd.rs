@@ -227,7 +227,7 @@ fn setup(args: &ClientArgs) -> Result<Setup, VoiceError> {
         args.ca_file.clone().or(cfg.client.tls_ca_file.clone()).or(dev_ca.exists().then_some(dev_ca));
     let token = match &args.token {
         Some(t) => t.clone(),
-        None => crate::server_cmd::token(args.config.clone(), &args.identity, 3600)?,
+        None => crate::server_cmd::token(args.config.clone(), &args.identity, 3600, None)?,
     };
     let registry = Arc::new(stack::registry(&cfg));
     // Insights: `sink = "http"` posts them to `url` (the server's
@@ -298,8 +298,14 @@ fn stats_ticker(out: Emitter, calls: Arc<Mutex<Vec<Call>>>) {
     });
 }
 
-/// `dialtone listen`: registers and handles invites until Ctrl-C (or `calls` calls).
-pub(crate) fn listen(args: ClientArgs, mode: ListenMode, calls: Option<usize>) -> Result<(), VoiceError> {
+/// `dialtone listen`: registers (with `device_token` for push, if not empty) and handles
+/// invites until Ctrl-C (or `calls` calls).
+pub(crate) fn listen(
+    args: ClientArgs,
+    mode: ListenMode,
+    calls: Option<usize>,
+    device_token: String,
+) -> Result<(), VoiceError> {
     let rt = runtime()?;
     let _enter = rt.enter();
     let (setup, token, http_sink) = setup(&args)?;
@@ -310,7 +316,7 @@ pub(crate) fn listen(args: ClientArgs, mode: ListenMode, calls: Option<usize>) -
     let reporter = Arc::new(Reporter { out: out.clone(), done: done_tx, calls: list.clone(), mode, config });
     let (voice, _agent, _wavs) = stack::build(setup, Some(Arc::new(Listener(reporter))))?;
     let result = rt.block_on(async {
-        voice.register(&token, "").await?;
+        voice.register(&token, &device_token).await?;
         out.emit("registered", json!({"identity": args.identity}));
         stats_ticker(out.clone(), list.clone());
         let mut ended = 0usize;

@@ -53,6 +53,11 @@ enum Command {
         /// Exit after this many calls ended.
         #[arg(long)]
         calls: Option<usize>,
+        /// A device token to bind for push notifications (RFC 8599 `pn-prid`); the
+        /// access token needs a push credential (`dialtone token --push-credential`).
+        /// The binding stays when `listen` exits.
+        #[arg(long)]
+        device_token: Option<String>,
     },
     /// Places a call and exits when it ends.
     Call {
@@ -85,6 +90,10 @@ enum Command {
         /// A TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The push credential (`CR…`, from `POST /v1/Credentials`) through which the
+        /// identity's devices are woken (`grants.voice.push_credential_sid`).
+        #[arg(long)]
+        push_credential: Option<String>,
     },
 }
 
@@ -109,7 +118,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo => demo::run(),
         Command::Server { config } => server_cmd::serve(config),
-        Command::Listen { client, reject, ignore, calls, .. } => {
+        Command::Listen { client, reject, ignore, calls, device_token, .. } => {
             let mode = if reject {
                 client_cmd::ListenMode::Reject
             } else if ignore {
@@ -117,13 +126,13 @@ fn main() {
             } else {
                 client_cmd::ListenMode::Accept
             };
-            client_cmd::listen(client, mode, calls)
+            client_cmd::listen(client, mode, calls, device_token.unwrap_or_default())
         }
         Command::Call { client, to, params, duration, digits, message } => {
             client_cmd::call(client, client_cmd::CallArgs { to, params, duration, digits, message })
         }
-        Command::Token { identity, ttl, config } => {
-            server_cmd::token(config, &identity, ttl).map(|t| println!("{t}"))
+        Command::Token { identity, ttl, config, push_credential } => {
+            server_cmd::token(config, &identity, ttl, push_credential.as_deref()).map(|t| println!("{t}"))
         }
     };
     if let Err(e) = result {

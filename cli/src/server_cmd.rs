@@ -37,7 +37,12 @@ pub(crate) fn serve(config: Option<PathBuf>) -> Result<(), VoiceError> {
 
 /// Mints an access token from the configured key, or the development key of the data
 /// directory that `dialtone server` created.
-pub(crate) fn token(config: Option<PathBuf>, identity: &str, ttl: u64) -> Result<String, VoiceError> {
+pub(crate) fn token(
+    config: Option<PathBuf>,
+    identity: &str,
+    ttl: u64,
+    push_credential: Option<&str>,
+) -> Result<String, VoiceError> {
     let cfg = load_config(config.as_ref())?;
     let s = &cfg.server;
     let account = match (&s.account_sid, &s.api_key_sid, &s.api_key_secret) {
@@ -60,5 +65,5 @@ pub(crate) fn token(config: Option<PathBuf>, identity: &str, ttl: u64) -> Result
             })?
         }
     };
-    dialtone_server::token::mint(&account, identity, ttl, None)
+    dialtone_server::token::mint_voice(&account, identity, ttl, None, push_credential)
 }

@@ -739,8 +739,9 @@ fn rest(w: &World, ns: &str, method: &str, path: &str, content_type: &str, body:
 /// another host: the local providers of `tests/tests/providers` (HTTP/2 over TLS,
 /// certificate of a private CA trusted through `webhook_ca_file`), reached at
 /// `apns_url` and `fcm_url` across the router (the lab host relays to the test's Unix
-/// socket; TLS is end to end). Credentials and bindings are made over REST from a lab
-/// host. A call to carol, who has an iPhone and a Pixel and no registration, pushes to
+/// socket; TLS is end to end). Credentials are made over REST from a lab host; carol's
+/// Pixel is bound over REST, her iPhone by registering with its device token
+/// (`dialtone listen --device-token`). A call to carol, whose app is gone, pushes to
 /// both, and the caller's end cancels both.
 #[test]
 fn the_server_binary_pushes_to_apns_and_fcm_on_another_host() {
@@ -779,11 +780,43 @@ fn the_server_binary_pushes_to_apns_and_fcm_on_another_host() {
     let fcm = serde_json::json!({"Type": "fcm", "Secret": account_json.to_string()});
     let (status, fcm) = rest(&w, &alice_ns, "POST", "/v1/Credentials", "form", &fcm.to_string());
     assert_eq!(status, 201, "{fcm}");
-    for (kind, device, cred) in [("apn", "good-carol-iphone", &apn), ("fcm", "good-carol-pixel", &fcm)] {
-        let b = serde_json::json!({"identity": "carol", "binding_type": kind, "address": device, "credential_sid": cred["sid"]});
-        let (status, b) = rest(&w, &alice_ns, "POST", "/v1/Bindings", "application/json", &b.to_string());
-        assert_eq!(status, 201, "{b}");
-    }
+    // carol's Pixel is bound over REST; her iPhone binds itself, as a Twilio Voice app
+    // does: `dialtone listen --device-token` with a token from `dialtone token
+    // --push-credential`. Then the iPhone's app goes away (killed: no unregister).
+    let b = serde_json::json!({"identity": "carol", "binding_type": "fcm", "address": "good-carol-pixel", "credential_sid": fcm["sid"]});
+    let (status, b) = rest(&w, &alice_ns, "POST", "/v1/Bindings", "application/json", &b.to_string());
+    assert_eq!(status, 201, "{b}");
+    let minted = std::process::Command::new(bin())
+        .args(["token", "--identity", "carol", "--push-credential", apn["sid"].as_str().unwrap()])
+        .args(["--config", w.client_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let (carol_ns, _) = w.open_host("carol");
+    let (carol, mut carol_ev) = w.client(
+        &carol_ns,
+        &["listen", "--identity", "carol", "--token", &token, "--device-token", "good-carol-iphone"],
+        &[],
+        "carol",
+    );
+    carol_ev.wait("registered", 30);
+    let (_, bound) = rest(&w, &alice_ns, "GET", "/v1/Bindings?Identity=carol", "", "");
+    let apns_bound = bound["bindings"].as_array().unwrap().iter().any(|b| {
+        b["binding_type"] == "apn" && b["address"] == "good-carol-iphone" && b["credential_sid"] == apn["sid"]
+    });
+    assert!(apns_bound, "{bound}");
+    let _ = w.lab.child(carol).kill();
+    let _ = w.lab.child(carol).wait();
+    let offline = (0..100).any(|_| {
+        let (_, regs) = rest(&w, &alice_ns, "GET", "/v1/Registrations", "", "");
+        let gone = regs["registrations"].get("carol").is_none();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gone
+    });
+    assert!(offline, "carol's registration outlived her connection");
 
     // alice calls carol: both devices are pushed the invite.
     let (alice, mut alice_ev) =

@@ -146,6 +146,15 @@ fn carry_out(
                         inbox.send(ShellMsg::Done(Input::Connected { sid, child_sid, key, target, result }));
                 });
             }
+            Output::BindDevice { key, identity, credential_sid, device, remove } => {
+                let (store, inbox, account) =
+                    (parts.store.clone(), parts.inbox.clone(), parts.account_sid.clone());
+                tokio::spawn(async move {
+                    let result =
+                        bind_device(&store, &account, &identity, &credential_sid, &device, remove).await;
+                    let _ = inbox.send(ShellMsg::Done(Input::DeviceBound { key, result }));
+                });
+            }
             Output::LookupBindings { sid, child_sid, identity, params } => {
                 let (store, inbox) = (parts.store.clone(), parts.inbox.clone());
                 tokio::spawn(async move {
@@ -179,6 +188,49 @@ fn carry_out(
             }
         }
     }
+}
+
+/// Binds `identity`'s `device` to the push credential `credential_sid` (a binding of
+/// the credential's type, kept as it is when it is already so), or removes the binding.
+async fn bind_device(
+    store: &Store,
+    account: &str,
+    identity: &str,
+    credential_sid: &str,
+    device: &str,
+    remove: bool,
+) -> Result<(), dialtone_core::VoiceError> {
+    use dialtone_core::{ErrorCode, VoiceError};
+    let unavailable = |e: crate::ServerError| VoiceError::new(ErrorCode::ServiceUnavailable, e.to_string());
+    if remove {
+        return store.delete_device_binding(identity, device).await.map(|_| ()).map_err(unavailable);
+    }
+    let credentials = store.credentials(account, Some(credential_sid)).await.map_err(unavailable)?;
+    let Some(credential) = credentials.first() else {
+        return Err(VoiceError::new(
+            ErrorCode::AccessTokenGrantsInvalid,
+            format!("grants.voice.push_credential_sid {credential_sid:?} names no push credential"),
+        ));
+    };
+    let bound = store.bindings(Some(identity)).await.map_err(unavailable)?;
+    if bound.iter().any(|b| {
+        b.address == device
+            && b.credential_sid.as_deref() == Some(credential_sid)
+            && b.binding_type == credential.credential_type
+    }) {
+        return Ok(()); // a refresh
+    }
+    let binding = crate::store::Binding {
+        sid: crate::accounts::new_sid("BS"),
+        identity: identity.to_owned(),
+        binding_type: credential.credential_type.clone(),
+        address: device.to_owned(),
+        gateway_url: String::new(),
+        created: crate::store::now_ms(),
+        credential_sid: Some(credential_sid.to_owned()),
+    };
+    tracing::info!(%identity, binding = %binding.sid, kind = %binding.binding_type, "device bound for push");
+    store.add_binding(&binding).await.map_err(unavailable)
 }
 
 /// POSTs a call message to every subscription of the leg that sent it.

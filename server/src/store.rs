@@ -484,6 +484,17 @@ impl Store {
         .map_err(db)
     }
 
+    /// Removes `identity`'s binding of the device `address`; whether there was one.
+    pub async fn delete_device_binding(&self, identity: &str, address: &str) -> Result<bool, ServerError> {
+        let r = sqlx::query("DELETE FROM bindings WHERE identity = $1 AND address = $2")
+            .bind(identity)
+            .bind(address)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Removes a binding; false if there was none.
     pub async fn delete_binding(&self, sid: &str) -> Result<bool, ServerError> {
         let r = sqlx::query("DELETE FROM bindings WHERE sid = $1")

@@ -25,6 +25,11 @@ pub struct VoiceGrant {
     /// Outgoing calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outgoing: Option<Outgoing>,
+    /// The push credential (`CR…`) through which this identity's devices are woken:
+    /// a REGISTER with a device token (RFC 8599 `pn-prid`) binds the device to it, as
+    /// Twilio's `register(accessToken, deviceToken)` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_credential_sid: Option<String>,
 }
 
 /// `grants.voice.incoming`.
@@ -84,6 +89,18 @@ pub fn mint(
     ttl_secs: u64,
     application_sid: Option<&str>,
 ) -> Result<String, VoiceError> {
+    mint_voice(account, identity, ttl_secs, application_sid, None)
+}
+
+/// [`mint`], with a push credential in the voice grant
+/// ([`VoiceGrant::push_credential_sid`]).
+pub fn mint_voice(
+    account: &Account,
+    identity: &str,
+    ttl_secs: u64,
+    application_sid: Option<&str>,
+    push_credential_sid: Option<&str>,
+) -> Result<String, VoiceError> {
     if ttl_secs > MAX_TTL_SECS {
         return Err(VoiceError::new(
             ErrorCode::ExpirationTimeExceedsMaxTimeAllowed,
@@ -109,6 +126,7 @@ pub fn mint(
             voice: Some(VoiceGrant {
                 incoming: Some(Incoming { allow: true }),
                 outgoing: Some(Outgoing { application_sid: application_sid.map(str::to_owned) }),
+                push_credential_sid: push_credential_sid.map(str::to_owned),
             }),
         },
     };

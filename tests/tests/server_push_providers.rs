@@ -261,3 +261,101 @@ async fn apns_and_fcm_get_what_they_document_and_their_answers_are_kept() {
     let carol_ios = results(bindings["good-carol-iphone"].clone()).await;
     assert_eq!((carol_ios["outcome"].as_str(), carol_ios["status"].as_i64()), (Some("delivered"), Some(200)));
 }
+
+/// A device registered the way a Twilio Voice app registers it: `Voice::register` with
+/// its device token, and an access token whose voice grant names the push credential
+/// (`push_credential_sid`). The REGISTER carries the device token (RFC 8599 `pn-prid`)
+/// and the server binds it: once the app is gone, a call to it is pushed to that
+/// device; a token without the grant, or naming no credential, fails the registration
+/// with 20106; `Voice::unregister` with the device token removes the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_registered_through_the_sdk_is_woken_by_push() {
+    let scratch = Scratch::new("push-sdk");
+    let ca = sipkit::write_test_pki(&scratch.0);
+    let (apns_key, _) =
+        keypair(&scratch.0, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (addr, mut got) = providers(&scratch.0.join("cert.pem"), &scratch.0.join("key.pem")).await;
+    let mut cfg = sipkit::server_config(&scratch);
+    cfg.webhook_ca_file = Some(ca);
+    cfg.apns_sandbox_url = format!("https://localhost:{}", addr.port());
+    let srv = Server::start(&cfg).await.unwrap();
+    let acct = srv.account().clone();
+    let http = srv.addresses().http;
+    let basic = || Auth::Basic(&acct.account_sid, &acct.auth_token);
+    let apn = form(&[
+        ("Type", "apn"),
+        ("PrivateKey", &apns_key),
+        ("KeyId", "ABC123DEFG"),
+        ("TeamId", "TEAM456XYZ"),
+        ("BundleId", "com.example.voice"),
+        ("Sandbox", "true"),
+    ]);
+    let (status, apn) = rest(http, "POST", "/v1/Credentials", basic(), sipkit::FORM, &apn).await;
+    assert_eq!(status, 201, "{apn}");
+    let credential = apn["sid"].as_str().unwrap();
+    let bindings = || async {
+        let (_, v) = rest(http, "GET", "/v1/Bindings?Identity=frank", basic(), "", "").await;
+        v["bindings"].as_array().unwrap().clone()
+    };
+
+    // frank's app registers with its device token, through a connection the test cuts.
+    let relay = sipkit::Relay::start(srv.addresses().ws).await;
+    let frank =
+        Client::new("frank", &format!("ws://{}", relay.addr), Arc::new(WsTransport::default()), "127.0.0.1");
+    let token = dialtone_server::token::mint_voice(&acct, "frank", 600, None, Some(credential)).unwrap();
+    frank.voice.register(&token, "good-frank-iphone").await.unwrap();
+    let bound = bindings().await;
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert_eq!(
+        (
+            bound[0]["binding_type"].as_str(),
+            bound[0]["address"].as_str(),
+            bound[0]["credential_sid"].as_str()
+        ),
+        (Some("apn"), Some("good-frank-iphone"), Some(credential))
+    );
+    // Registering again keeps the binding as it is.
+    frank.voice.register(&token, "good-frank-iphone").await.unwrap();
+    assert_eq!(bindings().await[0]["sid"], bound[0]["sid"]);
+
+    // The app goes away: a call to frank wakes his iPhone.
+    relay.set_refusing(true);
+    relay.cut();
+    for _ in 0..100 {
+        let (_, regs) = rest(http, "GET", "/v1/Registrations", basic(), "", "").await;
+        if regs["registrations"].get("frank").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alice = sipkit::server_client(&srv, "alice", None);
+    let call = alice.connect("client:frank", &[("topic", "sdk")]);
+    let r = next(&mut got, "frank's push").await;
+    assert_eq!(r.path, "/3/device/good-frank-iphone");
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (body["twi_message_type"].as_str(), body["twi_to"].as_str()),
+        (Some("twilio.voice.call"), Some("client:frank"))
+    );
+    call.disconnect();
+    drop(frank);
+
+    // A device token needs the grant, and the grant a credential that exists.
+    let grace = sipkit::server_client(&srv, "grace", None);
+    let plain = srv.mint_token("grace", 600).unwrap();
+    let e = grace.voice.register(&plain, "good-grace-pixel").await.unwrap_err();
+    assert_eq!(e.code(), 20106, "{e}");
+    let nowhere =
+        dialtone_server::token::mint_voice(&acct, "grace", 600, None, Some(&format!("CR{}", "0".repeat(32))))
+            .unwrap();
+    let e = grace.voice.register(&nowhere, "good-grace-pixel").await.unwrap_err();
+    assert_eq!(e.code(), 20106, "{e}");
+    let e = grace.voice.register(&plain, "not a device token").await.unwrap_err();
+    assert_eq!(e.code(), 31100, "{e}");
+
+    // Unregistering with the device token removes the binding.
+    let frank = sipkit::server_client(&srv, "frank", None);
+    frank.voice.register(&token, "good-frank-iphone").await.unwrap();
+    frank.voice.unregister(&token, "good-frank-iphone").await.unwrap();
+    assert!(bindings().await.is_empty(), "the binding is gone");
+}

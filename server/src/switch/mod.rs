@@ -78,6 +78,9 @@ pub(crate) enum Input {
         target: OutTarget,
         result: Result<FlowId, VoiceError>,
     },
+    /// What became of an [`Output::BindDevice`]: the REGISTER that asked for it is
+    /// answered now.
+    DeviceBound { key: u64, result: Result<(), VoiceError> },
     /// The push bindings asked for by [`Output::LookupBindings`].
     Bindings {
         sid: String,
@@ -101,6 +104,9 @@ pub(crate) enum Output {
     Push { binding: crate::store::Binding, body: serde_json::Value },
     /// Open a flow toward a SIP target and say so with [`Input::Connected`].
     Connect { sid: String, child_sid: String, key: String, target: OutTarget },
+    /// Bind (or, with `remove`, unbind) `identity`'s device `device` to the push
+    /// credential `credential_sid`, and say so with [`Input::DeviceBound`].
+    BindDevice { key: u64, identity: String, credential_sid: String, device: String, remove: bool },
     /// Read `identity`'s push bindings and hand them back as [`Input::Bindings`].
     LookupBindings { sid: String, child_sid: String, identity: String, params: BTreeMap<String, String> },
     /// POST a call message to the subscriptions of the leg that sent it.
@@ -158,6 +164,9 @@ pub(crate) struct Switch {
     out: VecDeque<Output>,
     /// Calls whose program continues as soon as the current input is handled.
     later: VecDeque<String>,
+    /// REGISTERs with a device token, waiting for the store to bind it.
+    pending_registers: HashMap<u64, PendingRegister>,
+    next_register_key: u64,
     load: Load,
     /// An instant and the wall-clock milliseconds then: every wall-clock time (record
     /// stamps, digest nonces) is read off `now` through it.
@@ -189,6 +198,8 @@ impl Switch {
             bridges: Bridges::default(),
             out: VecDeque::new(),
             later: VecDeque::new(),
+            pending_registers: HashMap::new(),
+            next_register_key: 0,
             load: Load::default(),
             epoch: (now, unix_ms),
         }
@@ -213,6 +224,7 @@ impl Switch {
             Input::Bindings { sid, child_sid, identity, params, bindings } => {
                 self.on_bindings(&sid, &child_sid, identity, params, bindings, now);
             }
+            Input::DeviceBound { key, result } => self.on_device_bound(key, result, now),
         }
         self.drain(now);
         self.load.waited = Duration::ZERO;
@@ -360,7 +372,7 @@ impl Switch {
                 ua.respond(&tx, resp, now);
             }
         };
-        let identity = match registrar::authorize(&self.account, &request) {
+        let (identity, push_credential) = match registrar::authorize(&self.account, &request) {
             Ok(i) => i,
             Err(resp) => return respond(self, resp),
         };
@@ -381,11 +393,67 @@ impl Switch {
                 return respond(self, r);
             }
         }
-        let (resp, contacts) = self.registrar.register(&identity, flow, &request, now);
-        respond(self, resp);
-        // A device of an identity reached by push came online: ring it.
-        self.ring_pushed(&identity, flow, &contacts, now);
+        if let Some((device, remove)) = registrar::push_device(&request) {
+            let Some(credential_sid) = push_credential else {
+                let e = VoiceError::new(
+                    dialtone_core::ErrorCode::AccessTokenGrantsInvalid,
+                    "a device token (pn-prid) needs grants.voice.push_credential_sid in the access token",
+                );
+                return respond(
+                    self,
+                    with_error(dialtone_sip::ua::response_to(&request, 403, Some("srv")), &e),
+                );
+            };
+            // The REGISTER is answered once the store holds the device's binding.
+            let key = self.next_register_key;
+            self.next_register_key += 1;
+            self.pending_registers
+                .insert(key, PendingRegister { flow, tx, request, identity: identity.clone() });
+            self.out.push_back(Output::BindDevice { key, identity, credential_sid, device, remove });
+            return;
+        }
+        self.finish_register(flow, &tx, &request, &identity, now);
     }
+
+    /// Binds an authorized REGISTER's contacts and answers it.
+    fn finish_register(
+        &mut self,
+        flow: FlowId,
+        tx: &dialtone_sip::ua::ServerTxKey,
+        request: &Message,
+        identity: &str,
+        now: Instant,
+    ) {
+        let (resp, contacts) = self.registrar.register(identity, flow, request, now);
+        if let Some(ua) = self.flows.ua(flow) {
+            ua.respond(tx, resp, now);
+        }
+        // A device of an identity reached by push came online: ring it.
+        self.ring_pushed(identity, flow, &contacts, now);
+    }
+
+    fn on_device_bound(&mut self, key: u64, result: Result<(), VoiceError>, now: Instant) {
+        let Some(p) = self.pending_registers.remove(&key) else { return };
+        match result {
+            Ok(()) => self.finish_register(p.flow, &p.tx, &p.request, &p.identity, now),
+            Err(e) => {
+                tracing::warn!(identity = %p.identity, error = %e, "cannot bind the device for push");
+                let status = if e.kind() == dialtone_core::ErrorCode::ServiceUnavailable { 503 } else { 403 };
+                let resp = with_error(dialtone_sip::ua::response_to(&p.request, status, Some("srv")), &e);
+                if let Some(ua) = self.flows.ua(p.flow) {
+                    ua.respond(&p.tx, resp, now);
+                }
+            }
+        }
+    }
+}
+
+/// A REGISTER waiting for [`Input::DeviceBound`].
+struct PendingRegister {
+    flow: FlowId,
+    tx: dialtone_sip::ua::ServerTxKey,
+    request: Message,
+    identity: String,
 }
 
 /// A response carrying the error's code in `X-Dialtone-Error`.

@@ -48,9 +48,9 @@ fn challenge(request: &Message, e: &VoiceError) -> Message {
     with_error(r, e)
 }
 
-/// The identity a REGISTER may bind: its token's, which must be the one in `To`. The
-/// error is the response to send.
-pub(super) fn authorize(account: &Account, request: &Message) -> Result<String, Message> {
+/// The identity a REGISTER may bind (its token's, which must be the one in `To`) and
+/// the token's push credential, if it has one. The error is the response to send.
+pub(super) fn authorize(account: &Account, request: &Message) -> Result<(String, Option<String>), Message> {
     let Some(token) = bearer(request) else {
         let e = VoiceError::new(
             ErrorCode::AuthenticationFailed,
@@ -67,7 +67,20 @@ pub(super) fn authorize(account: &Account, request: &Message) -> Result<String, 
         );
         return Err(with_error(response_to(request, 403, Some("srv")), &e));
     }
-    Ok(identity)
+    let push_credential = claims.grants.voice.and_then(|v| v.push_credential_sid);
+    Ok((identity, push_credential))
+}
+
+/// The device token a REGISTER names for push (RFC 8599 `pn-prid` in a Contact URI),
+/// and whether the REGISTER removes that Contact (`expires` 0).
+pub(super) fn push_device(request: &Message) -> Option<(String, bool)> {
+    let default_expires = request.header("Expires").and_then(|e| e.trim().parse::<u64>().ok());
+    request.headers.values("Contact").into_iter().find_map(|c| {
+        let na = NameAddr::parse(c).ok()?;
+        let device = na.uri.params.get("pn-prid")?.to_owned();
+        let expires = na.params.get("expires").and_then(|e| e.parse::<u64>().ok()).or(default_expires);
+        Some((device, expires == Some(0)))
+    })
 }
 
 impl Registrar {

@@ -547,3 +547,82 @@ fn pauses_hold_the_call_and_dial_actions_hear_the_duration() {
     assert!(net.take(alice).iter().any(|e| matches!(e, UaEvent::Ended { by_peer: true, .. })));
     assert_eq!(net.switch.calls(), 0);
 }
+
+/// The catalogue code of a failure's `X-Dialtone-Error`.
+fn error_code(f: &dialtone_sip::ua::Failure) -> Option<u32> {
+    let h = f.response.as_ref()?.header(wire::ERROR_HEADER)?;
+    h.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The `Output::BindDevice` the switch asked for, taken out of the outputs.
+fn take_bind(net: &mut Net) -> Option<(u64, String, String, String, bool)> {
+    let i = net.outputs.iter().position(|o| matches!(o, Output::BindDevice { .. }))?;
+    match net.outputs.remove(i) {
+        Output::BindDevice { key, identity, credential_sid, device, remove } => {
+            Some((key, identity, credential_sid, device, remove))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn a_register_with_a_device_token_is_answered_once_the_device_is_bound() {
+    let mut net = Net::new(config());
+    let credential = format!("CR{}", "3".repeat(32));
+    let p = net.client("frank");
+    let token = crate::token::mint_voice(&account(), "frank", 3600, None, Some(&credential)).unwrap();
+    net.peers[p].ua.set_token(Some(token));
+    net.peers[p].ua.set_push_device(Some("good-frank-iphone")).unwrap();
+    net.peers[p].ua.register(net.now);
+    net.pump();
+    // Nothing is answered before the store has the binding.
+    let (key, identity, cred, device, remove) = take_bind(&mut net).expect("the device is to be bound");
+    assert_eq!(
+        (identity.as_str(), cred.as_str(), device.as_str(), remove),
+        ("frank", credential.as_str(), "good-frank-iphone", false)
+    );
+    assert!(!net.take(p).iter().any(|e| matches!(e, UaEvent::Registered { .. })));
+    net.switch.handle(Input::DeviceBound { key, result: Ok(()) }, net.now);
+    net.pump();
+    assert!(net.take(p).iter().any(|e| matches!(e, UaEvent::Registered { .. })), "registered once bound");
+    assert_eq!(net.switch.registrations(net.now).get("frank"), Some(&1));
+
+    // Unregistering names the device: its binding is removed.
+    net.peers[p].ua.unregister(net.now);
+    net.pump();
+    let (key, _, _, device, remove) = take_bind(&mut net).expect("the device is to be unbound");
+    assert_eq!((device.as_str(), remove), ("good-frank-iphone", true));
+    net.switch.handle(Input::DeviceBound { key, result: Ok(()) }, net.now);
+    net.pump();
+    assert!(net.take(p).iter().any(|e| matches!(e, UaEvent::Unregistered)));
+
+    // A credential the store does not have: the REGISTER is refused with its code.
+    net.peers[p].ua.register(net.now);
+    net.pump();
+    let (key, ..) = take_bind(&mut net).unwrap();
+    let e = VoiceError::new(dialtone_core::ErrorCode::AccessTokenGrantsInvalid, "names no push credential");
+    net.switch.handle(Input::DeviceBound { key, result: Err(e) }, net.now);
+    net.pump();
+    let failed = net.take(p).into_iter().find_map(|e| match e {
+        UaEvent::RegistrationFailed(f) => Some(f),
+        _ => None,
+    });
+    let failed = failed.expect("the REGISTER failed");
+    assert_eq!((failed.status, error_code(&failed)), (403, Some(20106)), "{failed:?}");
+}
+
+#[test]
+fn a_device_token_without_a_push_credential_is_refused_at_once() {
+    let mut net = Net::new(config());
+    let p = net.client("gina");
+    net.peers[p].ua.set_push_device(Some("good-gina-pixel")).unwrap();
+    net.peers[p].ua.register(net.now);
+    net.pump();
+    assert!(take_bind(&mut net).is_none(), "nothing to bind");
+    let failed = net.take(p).into_iter().find_map(|e| match e {
+        UaEvent::RegistrationFailed(f) => Some(f),
+        _ => None,
+    });
+    assert_eq!(failed.map(|f| (f.status, error_code(&f))), Some((403, Some(20106))));
+    assert!(net.peers[p].ua.set_push_device(Some("not a token!")).is_err(), "31100 for a bad token");
+}

@@ -117,8 +117,10 @@ pub fn token_identity(token: &str) -> Option<String> {
 }
 
 enum Cmd {
-    Register(String, oneshot::Sender<Result<(), VoiceError>>),
-    Unregister(oneshot::Sender<Result<(), VoiceError>>),
+    /// The access token and the device token (empty: none).
+    Register(String, String, oneshot::Sender<Result<(), VoiceError>>),
+    /// The device token to unbind from push (empty: none).
+    Unregister(String, oneshot::Sender<Result<(), VoiceError>>),
     Start(CallLink, CallRequest),
     Call(Uuid, CallCommand),
     Invite(String, InviteCommand),
@@ -252,6 +254,7 @@ impl SipAgent {
             reconnect_deadline: None,
             token: None,
             registered_token: None,
+            push_device: None,
             register_waiters: Vec::new(),
             unregister_waiters: Vec::new(),
             calls: HashMap::new(),
@@ -279,17 +282,23 @@ impl VoiceBackend for SipAgent {
         *self.shared.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
     }
 
-    async fn register(&self, access_token: &str, _device_token: &str) -> Result<(), VoiceError> {
+    async fn register(&self, access_token: &str, device_token: &str) -> Result<(), VoiceError> {
+        if !device_token.is_empty() {
+            dialtone_sip::ua::check_device_token(device_token)?;
+        }
         let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Register(access_token.to_owned(), tx));
+        self.send(Cmd::Register(access_token.to_owned(), device_token.to_owned(), tx));
         rx.await.unwrap_or_else(|_| {
             Err(VoiceError::new(ErrorCode::SignalingConnectionError, "the agent stopped"))
         })
     }
 
-    async fn unregister(&self, _access_token: &str, _device_token: &str) -> Result<(), VoiceError> {
+    async fn unregister(&self, _access_token: &str, device_token: &str) -> Result<(), VoiceError> {
+        if !device_token.is_empty() {
+            dialtone_sip::ua::check_device_token(device_token)?;
+        }
         let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Unregister(tx));
+        self.send(Cmd::Unregister(device_token.to_owned(), tx));
         rx.await.unwrap_or_else(|_| {
             Err(VoiceError::new(ErrorCode::SignalingConnectionError, "the agent stopped"))
         })
@@ -332,6 +341,8 @@ struct Driver {
     reconnect_deadline: Option<Instant>,
     token: Option<String>,
     registered_token: Option<String>,
+    /// The device token the REGISTERs carry for push (RFC 8599 `pn-prid`).
+    push_device: Option<String>,
     register_waiters: Vec<oneshot::Sender<Result<(), VoiceError>>>,
     unregister_waiters: Vec<oneshot::Sender<Result<(), VoiceError>>>,
     calls: HashMap<Uuid, CallEntry>,
@@ -479,6 +490,8 @@ impl Driver {
                 c.seed = Uuid::new_v4().as_u64_pair().0;
                 let mut ua = UserAgent::new(c, flow);
                 ua.set_token(self.token.clone());
+                // checked when it was given
+                let _ = ua.set_push_device(self.push_device.as_deref());
                 self.ua = Some(ua);
             }
         }
@@ -520,7 +533,7 @@ impl Driver {
                     }
                 }
             }
-            Cmd::Register(token, reply) => {
+            Cmd::Register(token, device, reply) => {
                 if let (Some(ua), Some(_)) = (self.ua.as_ref(), self.sender.as_ref()) {
                     if token_identity(&token).is_some_and(|i| i != ua.config().user) {
                         let _ = reply.send(Err(VoiceError::new(
@@ -539,7 +552,11 @@ impl Driver {
                 }
                 self.token = Some(token.clone());
                 self.registered_token = Some(token.clone());
+                self.push_device = Some(device).filter(|d| !d.is_empty());
                 self.register_waiters.push(reply);
+                if let Some(ua) = self.ua.as_mut() {
+                    let _ = ua.set_push_device(self.push_device.as_deref());
+                }
                 if self.sender.is_some() {
                     if let Some(ua) = self.ua.as_mut() {
                         ua.set_token(Some(token));
@@ -549,8 +566,13 @@ impl Driver {
                     self.ensure_connected(false);
                 }
             }
-            Cmd::Unregister(reply) => {
+            Cmd::Unregister(device, reply) => {
                 self.registered_token = None;
+                if let Some(ua) = self.ua.as_mut() {
+                    // An expires=0 REGISTER that names the device unbinds it from push;
+                    // without one, the device stays reachable by push.
+                    let _ = ua.set_push_device(Some(device.as_str()));
+                }
                 match (self.ua.as_mut(), self.sender.is_some()) {
                     (Some(ua), true) if ua.is_registered() => {
                         ua.unregister(now);

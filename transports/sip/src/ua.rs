@@ -16,6 +16,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use dialtone_core::{ErrorCode, VoiceError};
+
 use crate::digest::Challenge;
 use crate::header::{NameAddr, Uri, Via};
 use crate::message::{bad_request_for, Message, Method, ParseError, StartLine, DEFAULT_MAX_MESSAGE_SIZE};
@@ -374,6 +376,25 @@ struct Call {
     auth_tried: bool,
 }
 
+/// Checks a device token for push notifications, as a REGISTER's Contact carries it
+/// (RFC 8599 `pn-prid`): 1 to 4096 letters, digits and `. _ ~ : -` (APNs tokens are
+/// hex; FCM tokens use letters, digits, `:`, `_` and `-`). Anything else is `31100`.
+///
+/// # Errors
+/// `31100` for a token that does not fit.
+pub fn check_device_token(device: &str) -> Result<(), VoiceError> {
+    if device.is_empty()
+        || device.len() > 4096
+        || !device.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b))
+    {
+        return Err(VoiceError::new(
+            ErrorCode::MalformedRequest,
+            "a device token is 1 to 4096 letters, digits and . _ ~ : -",
+        ));
+    }
+    Ok(())
+}
+
 /// The sans-IO user agent.
 #[derive(Debug)]
 pub struct UserAgent {
@@ -395,6 +416,8 @@ pub struct UserAgent {
     registered: bool,
     keepalive_at: Option<Instant>,
     register_headers: Vec<(String, String)>,
+    /// The device token our REGISTERs carry (RFC 8599 `pn-prid`), if any.
+    push_device: Option<String>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<UaEvent>,
 }
@@ -467,6 +490,7 @@ impl UserAgent {
             registered: false,
             keepalive_at: None,
             register_headers: Vec::new(),
+            push_device: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -582,6 +606,21 @@ impl UserAgent {
         self.register_headers = headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
     }
 
+    /// The device token for push notifications that the next REGISTERs carry in their
+    /// Contact as RFC 8599's `pn-prid` (none: no push). The registrar binds it to the
+    /// push credential of the access token.
+    ///
+    /// # Errors
+    /// A token [`check_device_token`] refuses (`31100`).
+    pub fn set_push_device(&mut self, device: Option<&str>) -> Result<(), VoiceError> {
+        let device = device.filter(|d| !d.is_empty());
+        if let Some(d) = device {
+            check_device_token(d)?;
+        }
+        self.push_device = device.map(str::to_owned);
+        Ok(())
+    }
+
     /// Removes our binding (REGISTER with `expires=0`).
     pub fn unregister(&mut self, now: Instant) {
         self.reg_refresh_at = None;
@@ -597,7 +636,11 @@ impl UserAgent {
         from.params.set("tag", Some(&tag));
         let call_id = self.reg_call_id.clone();
         self.common_headers(&mut req, &from, &aor, &call_id, self.reg_seq);
-        let mut contact = NameAddr::new(self.contact_uri());
+        let mut uri = self.contact_uri();
+        if let Some(d) = &self.push_device {
+            uri.params.set("pn-prid", Some(d));
+        }
+        let mut contact = NameAddr::new(uri);
         contact.params.set("expires", Some(&expires.to_string()));
         req.headers.push("Contact", contact.to_string());
         req.headers.push("Expires", expires.to_string());
