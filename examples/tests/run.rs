@@ -6,7 +6,12 @@ use std::process::Command;
 
 fn run(exe: &str) {
     let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/audio");
-    let out = Command::new(exe).env("DIALTONE_SHARED_AUDIO", shared).output().unwrap();
+    // The example's scratch data directory goes in a folder of the test's own, removed after.
+    let name = std::path::Path::new(exe).file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("example-{name}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = Command::new(exe).env("DIALTONE_SHARED_AUDIO", shared).env("TMPDIR", &tmp).output().unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{exe}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.lines().any(|l| l == "done"), "{exe}: {stdout}");

@@ -19,7 +19,8 @@ use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
 use dialtone_tests::{aligned_snr_db, speech};
 
 fn out_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dialtone-plugins-{}", std::process::id()));
+    // under target/ (cargo clean removes it), one folder per run
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("c-plugins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
