@@ -71,6 +71,21 @@ pub(super) fn authorize(account: &Account, request: &Message) -> Result<(String,
     Ok((identity, push_credential))
 }
 
+/// Whether two Contact URIs are the same device. A push parameter (RFC 8599 `pn-*`)
+/// in only one of them does not tell them apart (RFC 3261 19.1.4: other parameters in
+/// only one URI are ignored), so an unregister that does not name the device still
+/// removes its contact.
+fn same_device(a: &Uri, b: &Uri) -> bool {
+    let bare = |u: &Uri| {
+        let mut u = u.clone();
+        for p in ["pn-provider", "pn-prid", "pn-param"] {
+            u.params.remove(p);
+        }
+        u
+    };
+    bare(a) == bare(b)
+}
+
 /// The device token a REGISTER names for push (RFC 8599 `pn-prid` in a Contact URI),
 /// and whether the REGISTER removes that Contact (`expires` 0).
 pub(super) fn push_device(request: &Message) -> Option<(String, bool)> {
@@ -107,7 +122,7 @@ impl Registrar {
             let Ok(na) = NameAddr::parse(c) else { continue };
             let expires =
                 na.params.get("expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(default_expires);
-            bindings.retain(|b| b.contact != na.uri);
+            bindings.retain(|b| !same_device(&b.contact, &na.uri));
             if expires > 0 {
                 let expires = expires.clamp(30, 3600);
                 bindings.push(Binding {

@@ -596,6 +596,22 @@ fn a_register_with_a_device_token_is_answered_once_the_device_is_bound() {
     net.pump();
     assert!(net.take(p).iter().any(|e| matches!(e, UaEvent::Unregistered)));
 
+    // Registered again, then unregistered without naming the device: the contact goes,
+    // the binding stays (nothing to unbind).
+    net.peers[p].ua.register(net.now);
+    net.pump();
+    let (key, ..) = take_bind(&mut net).unwrap();
+    net.switch.handle(Input::DeviceBound { key, result: Ok(()) }, net.now);
+    net.pump();
+    assert_eq!(net.switch.registrations(net.now).get("frank"), Some(&1));
+    net.peers[p].ua.set_push_device(None).unwrap();
+    net.peers[p].ua.unregister(net.now);
+    net.pump();
+    assert!(take_bind(&mut net).is_none(), "the device stays bound");
+    assert!(net.take(p).iter().any(|e| matches!(e, UaEvent::Unregistered)));
+    assert_eq!(net.switch.registrations(net.now).get("frank"), None, "the contact is gone");
+    net.peers[p].ua.set_push_device(Some("good-frank-iphone")).unwrap();
+
     // A credential the store does not have: the REGISTER is refused with its code.
     net.peers[p].ua.register(net.now);
     net.pump();
