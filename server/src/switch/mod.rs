@@ -394,6 +394,13 @@ impl Switch {
             }
         }
         if let Some((device, remove)) = registrar::push_device(&request) {
+            // The device token becomes a provider's URL path: only what a token holds.
+            if let Err(e) = dialtone_sip::ua::check_device_token(&device) {
+                return respond(
+                    self,
+                    with_error(dialtone_sip::ua::response_to(&request, 400, Some("srv")), &e),
+                );
+            }
             let Some(credential_sid) = push_credential else {
                 let e = VoiceError::new(
                     dialtone_core::ErrorCode::AccessTokenGrantsInvalid,

@@ -642,3 +642,35 @@ fn a_device_token_without_a_push_credential_is_refused_at_once() {
     assert_eq!(failed.map(|f| (f.status, error_code(&f))), Some((403, Some(20106))));
     assert!(net.peers[p].ua.set_push_device(Some("not a token!")).is_err(), "31100 for a bad token");
 }
+
+#[test]
+fn a_device_token_that_is_not_one_is_refused_with_31100() {
+    let mut net = Net::new(config());
+    let p = net.client("hal");
+    let token =
+        crate::token::mint_voice(&account(), "hal", 3600, None, Some(&format!("CR{}", "3".repeat(32))))
+            .unwrap();
+    // A peer that is not the SDK: pn-prid may hold what a URI parameter may, such as "/".
+    let flow = net.peers[p].flow;
+    let register = format!(
+        "REGISTER sip:dialtone.test SIP/2.0\r\nVia: SIP/2.0/TCP 10.1.0.2:40000;branch=z9hG4bKhal1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:hal@dialtone.test>;tag=h1\r\nTo: <sip:hal@dialtone.test>\r\n\
+         Call-ID: hal-1\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:hal@10.1.0.2:40000;transport=tcp;pn-prid=../../3/device/x>;expires=600\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.switch.handle(
+        Input::Data { flow, inbound: Inbound::parse(register.as_bytes(), 65_536), waited: Duration::ZERO },
+        net.now,
+    );
+    assert!(take_bind(&mut net).is_none(), "nothing is bound");
+    let sent: Vec<String> = std::iter::from_fn(|| net.switch.poll_output())
+        .filter_map(|o| match o {
+            Output::Transmit { bytes, .. } => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            _ => None,
+        })
+        .collect();
+    let answer = sent.iter().find(|m| m.starts_with("SIP/2.0")).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 400") && answer.contains("X-Dialtone-Error: 31100"), "{answer}");
+    assert_eq!(net.switch.registrations(net.now).get("hal"), None);
+}
