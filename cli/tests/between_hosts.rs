@@ -762,10 +762,8 @@ fn the_server_binary_pushes_to_apns_and_fcm_on_another_host() {
     ));
     let (alice_ns, _) = w.open_host("alice");
 
-    let (apns_key, _) =
-        providers::keypair(&w.home, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-    let (sa_key, _) =
-        providers::keypair(&w.home, "fcm", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let (apns_key, _) = providers::apns_keypair(&w.home);
+    let (sa_key, _) = providers::fcm_keypair(&w.home);
     let apn = serde_json::json!({
         "Type": "apn", "PrivateKey": apns_key, "KeyId": "ABC123DEFG", "TeamId": "TEAM456XYZ",
         "BundleId": "com.example.voice",

@@ -205,6 +205,13 @@ async fn add_binding(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum
     if nb.address.is_empty() {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "address (the device token) is empty");
     }
+    // An APNs or FCM device token goes into the provider's request (APNs: its URL path):
+    // the same check as a REGISTER's `pn-prid`.
+    if nb.credential_sid.is_some() {
+        if let Err(e) = dialtone_sip::ua::check_device_token(&nb.address) {
+            return error(StatusCode::BAD_REQUEST, e.kind(), e.message());
+        }
+    }
     match &nb.credential_sid {
         Some(c) => {
             let found = match api.store.credentials(&api.account.account_sid, Some(c)).await {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use dialtone_server::Server;
 use dialtone_transport_ws::WsTransport;
-use providers::{keypair, next, providers};
+use providers::{apns_keypair, fcm_keypair, next, providers};
 use serde_json::{json, Value};
 use sipkit::{form, rest, Auth, Client, Heard, Scratch};
 
@@ -56,10 +56,8 @@ fn now_secs() -> i64 {
 async fn apns_and_fcm_get_what_they_document_and_their_answers_are_kept() {
     let scratch = Scratch::new("push-providers");
     let ca = sipkit::write_test_pki(&scratch.0);
-    let (apns_key, apns_public) =
-        keypair(&scratch.0, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-    let (sa_key, sa_public) =
-        keypair(&scratch.0, "fcm", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let (apns_key, apns_public) = apns_keypair(&scratch.0);
+    let (sa_key, sa_public) = fcm_keypair(&scratch.0);
     let (addr, mut got) = providers(&scratch.0.join("cert.pem"), &scratch.0.join("key.pem")).await;
     let base = format!("https://localhost:{}", addr.port());
     let mut cfg = sipkit::server_config(&scratch);
@@ -128,6 +126,10 @@ async fn apns_and_fcm_get_what_they_document_and_their_answers_are_kept() {
     let (status, e) =
         rest(http, "POST", "/v1/Bindings", basic(), "application/json", &bind("x", "fcm", "d", &apn)).await;
     assert_eq!(status, 400, "a credential of another type: {e}");
+    let (status, e) =
+        rest(http, "POST", "/v1/Bindings", basic(), "application/json", &bind("x", "apn", "../../x", &apn))
+            .await;
+    assert_eq!((status, e["code"].as_u64()), (400, Some(31100)), "not a device token: {e}");
 
     let client = |name: &str| {
         let mut c =
@@ -272,8 +274,7 @@ async fn apns_and_fcm_get_what_they_document_and_their_answers_are_kept() {
 async fn a_device_registered_through_the_sdk_is_woken_by_push() {
     let scratch = Scratch::new("push-sdk");
     let ca = sipkit::write_test_pki(&scratch.0);
-    let (apns_key, _) =
-        keypair(&scratch.0, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (apns_key, _) = apns_keypair(&scratch.0);
     let (addr, mut got) = providers(&scratch.0.join("cert.pem"), &scratch.0.join("key.pem")).await;
     let mut cfg = sipkit::server_config(&scratch);
     cfg.webhook_ca_file = Some(ca);

@@ -41,7 +41,7 @@ pub fn openssl(args: &[&str]) {
 }
 
 /// A private key of `algorithm` in PKCS#8 PEM and its public key: (private, public).
-pub fn keypair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
+fn keypair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
     let key = dir.join(format!("{name}.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
     let mut args = vec!["genpkey"];
@@ -50,6 +50,16 @@ pub fn keypair(dir: &Path, name: &str, algorithm: &[&str]) -> (String, String) {
     openssl(&args);
     openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
     (std::fs::read_to_string(key).unwrap(), std::fs::read_to_string(public).unwrap())
+}
+
+/// An APNs token key (EC P-256, as Apple's `.p8`): (private, public) PEM.
+pub fn apns_keypair(dir: &Path) -> (String, String) {
+    keypair(dir, "apns", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+}
+
+/// An FCM service account's RSA key: (private, public) PEM.
+pub fn fcm_keypair(dir: &Path) -> (String, String) {
+    keypair(dir, "fcm", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
 }
 
 /// What the local providers share: where they report, and the devices that were
