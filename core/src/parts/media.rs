@@ -29,10 +29,12 @@ pub struct MediaSessionConfig {
     pub ice_servers: Vec<IceServer>,
     /// Which candidates may carry media (WebRTC).
     pub ice_transport_policy: IceTransportPolicy,
-    /// Where audio to send comes from.
-    pub capturer: Box<dyn AudioCapturer>,
-    /// Where received audio goes.
-    pub renderer: Box<dyn AudioRenderer>,
+    /// Where audio to send comes from; `None` sends silence (a leg with no device,
+    /// such as a server's, which forwards or synthesises its audio elsewhere).
+    pub capturer: Option<Box<dyn AudioCapturer>>,
+    /// Where received audio goes; `None` plays it nowhere (the pipeline still runs,
+    /// so levels, stats and the media watch stay honest).
+    pub renderer: Option<Box<dyn AudioRenderer>>,
     /// The local and remote addresses of the signaling connection, when it has them:
     /// an engine advertises the local one (the interface that reaches the server)
     /// unless it is configured with an address of its own.
@@ -40,12 +42,21 @@ pub struct MediaSessionConfig {
 }
 
 impl MediaSessionConfig {
-    /// A configuration with default options.
+    /// A configuration with default options, capturing from `capturer` and playing to
+    /// `renderer`.
     pub fn new(
         codecs: Vec<Arc<dyn AudioCodec>>,
         capturer: Box<dyn AudioCapturer>,
         renderer: Box<dyn AudioRenderer>,
     ) -> Self {
+        let mut config = MediaSessionConfig::without_audio(codecs);
+        config.capturer = Some(capturer);
+        config.renderer = Some(renderer);
+        config
+    }
+
+    /// A configuration with default options and no audio device.
+    pub fn without_audio(codecs: Vec<Arc<dyn AudioCodec>>) -> Self {
         MediaSessionConfig {
             preferred_codecs: crate::options::default_preferred_codecs(),
             codecs,
@@ -53,8 +64,8 @@ impl MediaSessionConfig {
             enable_dscp: true,
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
-            capturer,
-            renderer,
+            capturer: None,
+            renderer: None,
             signaling_addrs: None,
         }
     }

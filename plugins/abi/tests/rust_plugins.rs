@@ -7,12 +7,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
+use dialtone_media::sdp;
 use dialtone_plugin_abi::load;
-use dialtone_rtp::sdp;
 use dialtone_rtp::session::{FrameSource, RtpSession, SessionConfig};
 
 /// Builds a plugin crate and returns its shared library.
@@ -68,8 +68,14 @@ fn a_plugin_codec_failing_mid_call_is_concealed_and_the_call_goes_on() {
     let (a_neg, b_neg) =
         sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Off, addr(4000), addr(5000))
             .unwrap();
-    let make =
-        |negotiated, ssrc| RtpSession::new(SessionConfig::new(negotiated, codec.clone(), ssrc)).unwrap();
+    let make = |negotiated, ssrc| {
+        RtpSession::new(
+            SessionConfig::new(negotiated, codec.clone(), ssrc),
+            Instant::now(),
+            SystemTime::now(),
+        )
+        .unwrap()
+    };
     let (mut a, mut b) = (make(a_neg, 1), make(b_neg, 2));
     let t0 = Instant::now();
     let mut sources = Vec::new();

@@ -8,13 +8,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
-use dialtone_rtp::sdp;
+use dialtone_media::sdp;
 use dialtone_rtp::session::{RtpSession, SessionConfig};
 
 const PERIOD: Duration = Duration::from_millis(20);
@@ -33,7 +33,7 @@ fn pair(codec: &Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
         let mut cfg = SessionConfig::new(negotiated, codec.clone(), ssrc);
         cfg.encoder = enc.clone();
         cfg.jitter_min_delay_ms = 0;
-        RtpSession::new(cfg).unwrap()
+        RtpSession::new(cfg, Instant::now(), SystemTime::now()).unwrap()
     };
     (make(a, 1), make(b, 2))
 }

@@ -1,23 +1,25 @@
 //! The cost of each stage of the media pipeline per 20 ms frame, and of the whole
 //! send + receive pipeline, for Opus and PCMU, next to bare libopus encode + decode of
-//! the same frames in the same run. Run: `cargo bench -p dialtone-rtp --bench media`.
+//! the same frames in the same run; and the cost of forwarding one frame between two
+//! SRTP legs with no decode (unprotect, re-protect under the other leg's keys).
+//! Run: `cargo bench -p dialtone-rtp --bench media`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use dialtone_codec_opus::{Opus, FRAME_SAMPLES, MAX_PAYLOAD};
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
-use dialtone_rtp::jitter::{JitterBuffer, JitterConfig, MediaPacket};
-use dialtone_rtp::sdp::{self, CryptoSuite, SdesKey};
-use dialtone_rtp::session::{RtpSession, SessionConfig};
+use dialtone_media::jitter::{JitterBuffer, JitterConfig, MediaPacket};
+use dialtone_media::sdp::{self, CryptoSuite, SdesKey};
+use dialtone_rtp::session::{Received, RtpSession, SessionConfig};
 use rtc_shared::marshal::Marshal;
 
 fn speech_frames(rate: u32, samples: usize) -> Vec<Vec<i16>> {
@@ -34,6 +36,10 @@ fn settings() -> EncoderSettings {
 }
 
 fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
+    pair_with_ssrcs(codec, (1, 2))
+}
+
+fn pair_with_ssrcs(codec: Arc<dyn AudioCodec>, ssrcs: (u32, u32)) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let (a, b) =
         sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Required, addr(4000), addr(5000))
@@ -42,9 +48,9 @@ fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
         let mut cfg = SessionConfig::new(negotiated, codec.clone(), ssrc);
         cfg.encoder = settings();
         cfg.jitter_min_delay_ms = 0;
-        RtpSession::new(cfg).unwrap()
+        RtpSession::new(cfg, Instant::now(), SystemTime::now()).unwrap()
     };
-    (make(a, 1), make(b, 2))
+    (make(a, ssrcs.0), make(b, ssrcs.1))
 }
 
 fn srtp(key: &SdesKey) -> rtc_srtp::context::Context {
@@ -192,6 +198,37 @@ fn pipeline(c: &mut Criterion) {
                 }
                 black_box(b.play_frame(&mut out, now))
             })
+        });
+    }
+    // Forwarding, as a media anchor does between two SRTP legs: A's packet is
+    // unprotected by leg 1 and re-protected by leg 2 under its own SSRC, sequence
+    // numbers and keys; no jitter buffer, no decode. A's send is set-up, not timed.
+    for (name, codec, rate, n) in [
+        ("opus", Arc::new(Opus::default()) as Arc<dyn AudioCodec>, 48_000, FRAME_SAMPLES),
+        ("pcmu", Arc::new(G711::new(Law::Mu)) as Arc<dyn AudioCodec>, 8000, 160),
+    ] {
+        let frames = speech_frames(rate, n);
+        let (mut a, mut leg1) = pair(codec.clone());
+        let (mut leg2, _b) = pair_with_ssrcs(codec, (3, 4));
+        leg1.set_forwarding(true);
+        let t0 = Instant::now();
+        let mut k = 0u32;
+        g.bench_function(format!("{name}/forward-srtp-to-srtp"), |bench| {
+            bench.iter_batched(
+                || {
+                    k += 1;
+                    let now = t0 + Duration::from_millis(20) * k;
+                    (a.send_frame(&frames[k as usize % frames.len()], now).unwrap(), now)
+                },
+                |(datagrams, now)| {
+                    for d in datagrams {
+                        if let Received::Forward(f) = leg1.receive(&d, from, now) {
+                            black_box(leg2.send_encoded(&f, now));
+                        }
+                    }
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     let frames = speech_frames(48_000, FRAME_SAMPLES);

@@ -1,15 +1,17 @@
 //! The `rtp` media engine: the tokio shell around [`RtpSession`]. It owns a UDP
-//! socket per call and one task that, every frame period, reads a frame from the
-//! capturer, converts it to the codec's rate, sends what the session makes of it,
-//! and plays what the session gives back; between ticks it feeds arriving datagrams
-//! to the session. The protocol decisions are all the session's.
+//! socket per call and one task that, whenever the pipeline's frame clock says a frame
+//! is due, reads a frame from the capturer (or takes silence, with no capturer),
+//! converts it to the codec's rate, sends what the session makes of it, and plays what
+//! the session gives back (or only meters it, with no renderer); between frames it
+//! feeds arriving datagrams to the session. The protocol decisions are all the
+//! session's, the timing the frame clock's.
 //!
 //! Hold: [`MediaSession::set_on_hold`] stops playback at once and makes the next
 //! offer say `sendonly`; re-offers keep the call's socket and SDES keys.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use dialtone_core::config::{Config, SrtpPolicy};
@@ -22,9 +24,10 @@ use dialtone_core::{ErrorCode, PreferredCodec, StatsReport, VoiceError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 
-use crate::resample::FrameConverter;
-use crate::sdp::{self, Direction, LocalDescription, Negotiated};
 use crate::session::{Liveness, Received, RtpSession, SessionConfig};
+use dialtone_media::resample::FrameConverter;
+use dialtone_media::sdp::{self, Direction, LocalDescription, Negotiated};
+use dialtone_media::FrameClock;
 
 /// How the engine binds and protects media.
 #[derive(Clone, Debug)]
@@ -213,8 +216,11 @@ impl MediaEngine for RtpEngine {
     }
 }
 
+/// A call's audio devices, either of which may be absent.
+type Devices = (Option<Box<dyn AudioCapturer>>, Option<Box<dyn AudioRenderer>>);
+
 struct State {
-    io: Option<(Box<dyn AudioCapturer>, Box<dyn AudioRenderer>)>,
+    io: Option<Devices>,
     local: Option<LocalDescription>,
     version: u64,
     on_hold: bool,
@@ -316,14 +322,18 @@ impl RtpMediaSession {
     /// A session for what was agreed, with a fresh SSRC (no keystream is ever
     /// reused), carrying the call's mute, hold and media-timeout settings.
     fn new_session(&self, neg: Negotiated, codec: &Arc<dyn AudioCodec>) -> Result<RtpSession, VoiceError> {
-        let mut session = RtpSession::new(SessionConfig {
-            negotiated: neg,
-            codec: codec.clone(),
-            encoder: self.encoder.clone(),
-            jitter_min_delay_ms: self.jitter_min_delay_ms,
-            jitter_max_packets: self.jitter_max_packets.max(1),
-            ssrc: Self::new_ssrc(),
-        })?;
+        let mut session = RtpSession::new(
+            SessionConfig {
+                negotiated: neg,
+                codec: codec.clone(),
+                encoder: self.encoder.clone(),
+                jitter_min_delay_ms: self.jitter_min_delay_ms,
+                jitter_max_packets: self.jitter_max_packets.max(1),
+                ssrc: Self::new_ssrc(),
+            },
+            Instant::now(),
+            SystemTime::now(),
+        )?;
         let st = lock(&self.state);
         session.set_muted(st.muted);
         session.set_held(st.on_hold);
@@ -363,8 +373,7 @@ impl RtpMediaSession {
         let task = MediaTask::new(
             self.socket.clone(),
             self.session.clone(),
-            capturer,
-            renderer,
+            (capturer, renderer),
             codec.descriptor(),
             self.events_tx.clone(),
         )?;
@@ -526,10 +535,10 @@ impl Drop for RtpMediaSession {
 struct MediaTask {
     socket: Arc<UdpSocket>,
     session: SharedSession,
-    capturer: Box<dyn AudioCapturer>,
-    renderer: Box<dyn AudioRenderer>,
-    to_codec: FrameConverter,
-    to_device: FrameConverter,
+    capturer: Option<Box<dyn AudioCapturer>>,
+    renderer: Option<Box<dyn AudioRenderer>>,
+    to_codec: Option<FrameConverter>,
+    to_device: Option<FrameConverter>,
     frame_ms: u32,
     codec_samples: usize,
     events: mpsc::UnboundedSender<MediaEvent>,
@@ -543,27 +552,48 @@ struct MediaTask {
 /// reported as failing.
 const CODEC_FAILURE_LIMIT: u32 = 25;
 
+/// The converters between the devices present and a codec's rate.
+fn converters(
+    capturer: Option<&dyn AudioCapturer>,
+    renderer: Option<&dyn AudioRenderer>,
+    codec_rate: u32,
+    frame_ms: u32,
+) -> Result<(Option<FrameConverter>, Option<FrameConverter>), VoiceError> {
+    let to_codec = capturer
+        .map(|c| c.format())
+        .map(|f| FrameConverter::new(f.sample_rate(), codec_rate, f.channels(), frame_ms))
+        .transpose()?;
+    let to_device = renderer
+        .map(|r| r.format())
+        .map(|f| FrameConverter::new(codec_rate, f.sample_rate(), f.channels(), frame_ms))
+        .transpose()?;
+    Ok((to_codec, to_device))
+}
+
 impl MediaTask {
     fn new(
         socket: Arc<UdpSocket>,
         session: SharedSession,
-        capturer: Box<dyn AudioCapturer>,
-        renderer: Box<dyn AudioRenderer>,
+        (capturer, renderer): Devices,
         codec: &dialtone_core::parts::CodecDescriptor,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, VoiceError> {
         let frame_ms = codec.ptime_ms;
-        let cin = capturer.format();
-        let rout = renderer.format();
-        if cin.frame_ms() != frame_ms || rout.frame_ms() != frame_ms {
+        let device_ms = [
+            capturer.as_ref().map(|c| c.format().frame_ms()),
+            renderer.as_ref().map(|r| r.format().frame_ms()),
+        ];
+        if let Some(ms) = device_ms.into_iter().flatten().find(|ms| *ms != frame_ms) {
             return Err(VoiceError::new(
                 ErrorCode::UnknownError,
-                format!("audio devices use {} ms frames, the codec {frame_ms} ms", cin.frame_ms()),
+                format!("audio devices use {ms} ms frames, the codec {frame_ms} ms"),
             ));
         }
+        let (to_codec, to_device) =
+            converters(capturer.as_deref(), renderer.as_deref(), codec.sample_rate, frame_ms)?;
         Ok(MediaTask {
-            to_codec: FrameConverter::new(cin.sample_rate(), codec.sample_rate, cin.channels(), frame_ms)?,
-            to_device: FrameConverter::new(codec.sample_rate, rout.sample_rate(), rout.channels(), frame_ms)?,
+            to_codec,
+            to_device,
             socket,
             session,
             capturer,
@@ -577,23 +607,27 @@ impl MediaTask {
     }
 
     async fn run(mut self, stop: Arc<Notify>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(u64::from(self.frame_ms)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut dev_in = vec![0i16; self.capturer.format().samples_per_frame()];
-        let mut dev_out = vec![0i16; self.renderer.format().samples_per_frame()];
+        let period = Duration::from_millis(u64::from(self.frame_ms));
+        let mut clock = FrameClock::new(period, Instant::now());
+        let mut dev_in = vec![0i16; self.capturer.as_ref().map_or(0, |c| c.format().samples_per_frame())];
+        let mut dev_out = vec![0i16; self.renderer.as_ref().map_or(0, |r| r.format().samples_per_frame())];
         let mut codec_in = vec![0i16; self.codec_samples];
         let mut codec_out = vec![0i16; self.codec_samples];
         let mut buf = vec![0u8; 2048];
         loop {
+            let wake = tokio::time::Instant::from_std(clock.poll_timeout());
             tokio::select! {
                 _ = stop.notified() => break,
-                _ = tick.tick() => {
-                    if !self.frame(&mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
-                        break;
-                    }
-                    if codec_in.len() != self.codec_samples {
-                        codec_in = vec![0i16; self.codec_samples];
-                        codec_out = vec![0i16; self.codec_samples];
+                _ = tokio::time::sleep_until(wake) => {
+                    while clock.due(Instant::now()) {
+                        if !self.frame(&mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
+                            tracing::debug!("media task ended");
+                            return;
+                        }
+                        if codec_in.len() != self.codec_samples {
+                            codec_in = vec![0i16; self.codec_samples];
+                            codec_out = vec![0i16; self.codec_samples];
+                        }
                     }
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
@@ -616,10 +650,8 @@ impl MediaTask {
 
     /// Sets the converters and buffers for a new codec rate.
     fn retune(&mut self, codec_rate: u32) -> Result<(), VoiceError> {
-        let cin = self.capturer.format();
-        let rout = self.renderer.format();
-        self.to_codec = FrameConverter::new(cin.sample_rate(), codec_rate, cin.channels(), self.frame_ms)?;
-        self.to_device = FrameConverter::new(codec_rate, rout.sample_rate(), rout.channels(), self.frame_ms)?;
+        (self.to_codec, self.to_device) =
+            converters(self.capturer.as_deref(), self.renderer.as_deref(), codec_rate, self.frame_ms)?;
         self.codec_samples = (codec_rate * self.frame_ms / 1000) as usize;
         if let Some(s) = lock(&self.session).as_ref() {
             self.codec = (s.codec_name().to_owned(), codec_rate);
@@ -636,13 +668,16 @@ impl MediaTask {
         codec_out: &mut [i16],
     ) -> bool {
         let now = Instant::now();
-        match self.capturer.read_frame(dev_in) {
-            Ok(true) => self.to_codec.device_to_codec(dev_in, codec_in),
-            Ok(false) => codec_in.fill(0),
-            Err(e) => {
-                tracing::warn!("capture failed: {e}");
-                codec_in.fill(0);
-            }
+        match (self.capturer.as_mut(), self.to_codec.as_mut()) {
+            (Some(capturer), Some(to_codec)) => match capturer.read_frame(dev_in) {
+                Ok(true) => to_codec.device_to_codec(dev_in, codec_in),
+                Ok(false) => codec_in.fill(0),
+                Err(e) => {
+                    tracing::warn!("capture failed: {e}");
+                    codec_in.fill(0);
+                }
+            },
+            _ => codec_in.fill(0),
         }
         let (datagrams, dest, rtcp, rtcp_dest, sample, failing) = {
             let mut guard = lock(&self.session);
@@ -696,9 +731,11 @@ impl MediaTask {
         if let Some(r) = rtcp {
             let _ = self.socket.send_to(&r, rtcp_dest).await;
         }
-        self.to_device.codec_to_device(codec_out, dev_out);
-        if let Err(e) = self.renderer.write_frame(dev_out) {
-            tracing::warn!("playback failed: {e}");
+        if let (Some(renderer), Some(to_device)) = (self.renderer.as_mut(), self.to_device.as_mut()) {
+            to_device.codec_to_device(codec_out, dev_out);
+            if let Err(e) = renderer.write_frame(dev_out) {
+                tracing::warn!("playback failed: {e}");
+            }
         }
         if let Some(sample) = sample {
             let _ = self.events.send(MediaEvent::QualitySample(sample));

@@ -1,11 +1,19 @@
-//! One call's RTP session as a sans-IO core: PCM frames in, datagrams out; datagrams
-//! in, PCM frames out; RTCP, DTMF, statistics and quality samples on the side.
+//! One call's RTP session as a sans-IO core: the wire of a call (SSRC and sequence
+//! numbers, SRTP, RTCP, latching, RFC 4733 DTMF) around the shared media pipeline
+//! (`dialtone-media`: encoding, jitter buffer, playout, meters), which it drives.
 //!
 //! The shell calls, every frame period: [`RtpSession::send_frame`] with the captured
 //! frame (it returns the datagrams to send: audio, or DTMF events while digits are
 //! being sent), [`RtpSession::play_frame`] for the frame to render, and
 //! [`RtpSession::poll`] for RTCP and the once-a-second quality sample. Every datagram
-//! that arrives goes to [`RtpSession::receive`]. Time is always passed in.
+//! that arrives goes to [`RtpSession::receive`]. Time is always passed in, the wall
+//! clock too (for RTCP's NTP times): nothing here reads a clock.
+//!
+//! A session can also carry encoded frames with no decode, for a forwarder: with
+//! [`RtpSession::set_forwarding`] on, received audio comes back from `receive` as
+//! [`Received::Forward`] instead of entering the jitter buffer, and
+//! [`RtpSession::send_encoded`] sends a frame as it is, under this session's own
+//! SSRC, sequence numbers, timestamps and keys.
 //!
 //! Bad packets (truncated, wrong version, unknown payload type, failed SRTP
 //! authentication, replayed, from an unknown SSRC mid-stream) are dropped, counted in
@@ -16,18 +24,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dialtone_core::parts::{AudioCodec, AudioDecoder, AudioEncoder, EncoderSettings};
-use dialtone_core::{
-    mos_from_network, ErrorCode, LocalAudioTrackStats, QualitySample, RemoteAudioTrackStats, StatsReport,
-    VoiceError,
-};
+use dialtone_core::parts::{AudioCodec, EncoderSettings};
+use dialtone_core::{ErrorCode, QualitySample, StatsReport, VoiceError};
+use dialtone_media::jitter::{JitterConfig, JitterStats, MediaPacket};
+use dialtone_media::meter::{self, NetworkMeasures, QualityMeter, TrackFigures};
+use dialtone_media::sdp::{CryptoSuite, Direction, Negotiated, SdesKey};
+use dialtone_media::{FrameEncoder, Playout};
 use rtc_shared::marshal::{Marshal, Unmarshal};
 use rtc_srtp::context::Context as SrtpContext;
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 use crate::dtmf::{DtmfReceiver, DtmfSender};
-use crate::jitter::{JitterBuffer, JitterConfig, MediaPacket, Playout};
-use crate::sdp::{CryptoSuite, Direction, Negotiated, SdesKey};
+
+pub use dialtone_media::FrameSource;
 
 /// How often RTCP reports go out.
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +60,8 @@ pub struct DropCounters {
     pub bad_rtcp: u64,
     /// Plain RTP of an unknown SSRC from an address other than the peer's.
     pub foreign: u64,
+    /// An encoded frame too large to send.
+    pub oversized: u64,
 }
 
 impl DropCounters {
@@ -64,6 +75,7 @@ impl DropCounters {
             + self.undecodable
             + self.bad_rtcp
             + self.foreign
+            + self.oversized
     }
 }
 
@@ -72,6 +84,9 @@ impl DropCounters {
 pub enum Received {
     /// An audio packet, queued for playout.
     Audio,
+    /// An audio packet, not queued: the session forwards
+    /// ([`RtpSession::set_forwarding`]). Its frame is the caller's to send on.
+    Forward(MediaPacket),
     /// A DTMF digit, the first time its event was seen.
     Digit(char),
     /// Part of a DTMF event already reported.
@@ -89,19 +104,6 @@ pub enum Liveness {
     Lost,
     /// Media arrives again after [`Liveness::Lost`].
     Restored,
-}
-
-/// What [`RtpSession::play_frame`] produced.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum FrameSource {
-    /// Decoded from its packet.
-    Decoded,
-    /// Recovered from the next packet's FEC.
-    Fec,
-    /// Concealed by the codec's PLC.
-    Concealed,
-    /// Silence (before playout starts, in a DTX gap, or on hold).
-    Silence,
 }
 
 /// What the session needs.
@@ -174,31 +176,6 @@ impl RecvState {
     }
 }
 
-/// Frames whose level is averaged into one audio level sample.
-#[derive(Debug, Default)]
-struct Level {
-    sum: f64,
-    frames: u32,
-    last: u16,
-}
-
-impl Level {
-    fn add(&mut self, frame: &[i16]) {
-        let peak = frame.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
-        self.sum += f64::from(peak.min(32767));
-        self.frames += 1;
-    }
-
-    fn take(&mut self) -> u16 {
-        if self.frames > 0 {
-            self.last = (self.sum / f64::from(self.frames)) as u16;
-        }
-        self.sum = 0.0;
-        self.frames = 0;
-        self.last
-    }
-}
-
 /// One call's media session. See the module docs.
 pub struct RtpSession {
     neg: Negotiated,
@@ -211,18 +188,19 @@ pub struct RtpSession {
     seq: u16,
     ts: u32,
     event_ts: u32,
-    encoder: Box<dyn AudioEncoder>,
+    sender: FrameEncoder,
     srtp_out: Option<SrtpContext>,
     srtcp_out_enabled: bool,
     packets_sent: u64,
     octets_sent: u64,
-    muted: bool,
     direction: Direction,
     dtmf_out: DtmfSender,
+    /// Forwarded frames: the source stream and the offset from its timestamps to ours.
+    forward_ts: Option<(u32, u32)>,
     // receive
     srtp_in: Option<SrtpContext>,
-    decoder: Box<dyn AudioDecoder>,
-    jitter: JitterBuffer,
+    playout: Playout,
+    forwarding: bool,
     recv: RecvState,
     dtmf_in: DtmfReceiver,
     drops: DropCounters,
@@ -232,26 +210,16 @@ pub struct RtpSession {
     rtt_ms: Option<f64>,
     remote_report: Option<(u32, i64, f64)>, // fraction lost, total lost, jitter ms (what the peer says of us)
     next_rtcp: Option<Instant>,
-    next_sample: Option<Instant>,
-    level_in: Level,
-    level_out: Level,
+    quality: QualityMeter,
+    /// A monotonic instant and the wall-clock time at that instant (RTCP's NTP times).
     anchor: (Instant, SystemTime),
     scratch: Vec<u8>,
-    silence: Vec<i16>,
-    /// Encodes that failed in a row.
-    encode_failures: u32,
-    /// Decodes that failed in a row.
-    decode_failures: u32,
-    /// Put on hold by us: silence goes out instead of the microphone.
-    held: bool,
     /// How long without media before it counts as lost.
     media_timeout: Option<Duration>,
     /// When an authenticated datagram last arrived (or the watch last started).
     last_heard: Option<Instant>,
     /// Media reported lost and not yet restored.
     media_lost: bool,
-    /// Packets received when the last quality sample was taken.
-    received_at_sample: u64,
 }
 
 fn profile(suite: CryptoSuite) -> ProtectionProfile {
@@ -285,22 +253,27 @@ fn ntp(t: SystemTime) -> u64 {
 }
 
 impl RtpSession {
-    /// A session for what the negotiation agreed.
-    pub fn new(cfg: SessionConfig) -> Result<RtpSession, VoiceError> {
+    /// A session for what the negotiation agreed, starting at `now`, when the wall
+    /// clock says `wall` (both from the shell: the session reads no clock).
+    pub fn new(cfg: SessionConfig, now: Instant, wall: SystemTime) -> Result<RtpSession, VoiceError> {
         let d = cfg.codec.descriptor().clone();
         let frame_samples = d.samples_per_packet();
         let frame_ts = d.clock_rate * d.ptime_ms / 1000;
-        let encoder = cfg.codec.new_encoder(&cfg.encoder)?;
-        let decoder = cfg.codec.new_decoder()?;
+        let sender = FrameEncoder::new(cfg.codec.as_ref(), &cfg.encoder)?;
         let srtp_out = cfg.negotiated.local_key.as_ref().map(|k| srtp_context(k, false)).transpose()?;
         let srtp_in = cfg.negotiated.remote_key.as_ref().map(|k| srtp_context(k, true)).transpose()?;
-        let jitter = JitterBuffer::new(JitterConfig {
-            clock_rate: d.clock_rate,
-            frame_ts,
-            min_delay_ms: cfg.jitter_min_delay_ms,
-            max_packets: cfg.jitter_max_packets.max(1),
-        });
+        let playout = Playout::new(
+            JitterConfig {
+                clock_rate: d.clock_rate,
+                frame_ts,
+                min_delay_ms: cfg.jitter_min_delay_ms,
+                max_packets: cfg.jitter_max_packets.max(1),
+            },
+            cfg.codec.new_decoder()?,
+        );
         let seed = cfg.ssrc;
+        let mut playout = playout;
+        playout.set_receiving(cfg.negotiated.direction.receives());
         Ok(RtpSession {
             codec_name: cfg.negotiated.codec.name.clone(),
             remote_addr: cfg.negotiated.remote_addr,
@@ -314,15 +287,15 @@ impl RtpSession {
             seq: (seed >> 16) as u16,
             ts: seed.rotate_left(7),
             event_ts: 0,
-            encoder,
+            sender,
             srtp_out,
             packets_sent: 0,
             octets_sent: 0,
-            muted: false,
             dtmf_out: DtmfSender::new(d.ptime_ms, d.clock_rate),
+            forward_ts: None,
             srtp_in,
-            decoder,
-            jitter,
+            playout,
+            forwarding: false,
             recv: RecvState::default(),
             dtmf_in: DtmfReceiver::default(),
             drops: DropCounters::default(),
@@ -330,19 +303,12 @@ impl RtpSession {
             rtt_ms: None,
             remote_report: None,
             next_rtcp: None,
-            next_sample: None,
-            level_in: Level::default(),
-            level_out: Level::default(),
-            anchor: (Instant::now(), SystemTime::now()),
-            scratch: vec![0u8; 1500],
-            silence: vec![0i16; frame_samples],
-            encode_failures: 0,
-            decode_failures: 0,
-            held: false,
+            quality: QualityMeter::default(),
+            anchor: (now, wall),
+            scratch: Vec::with_capacity(1500),
             media_timeout: None,
             last_heard: None,
             media_lost: false,
-            received_at_sample: 0,
         })
     }
 
@@ -368,13 +334,25 @@ impl RtpSession {
     }
 
     /// The jitter buffer's counters.
-    pub fn jitter_stats(&self) -> &crate::jitter::JitterStats {
-        self.jitter.stats()
+    pub fn jitter_stats(&self) -> &JitterStats {
+        self.playout.jitter_stats()
+    }
+
+    /// How long the packet of the last frame played had waited in the jitter buffer.
+    pub fn last_frame_held(&self) -> Option<Duration> {
+        self.playout.last_held()
     }
 
     /// Sends silence instead of the microphone (true) or the microphone (false).
     pub fn set_muted(&mut self, muted: bool) {
-        self.muted = muted;
+        self.sender.set_muted(muted);
+    }
+
+    /// Forwards (true): received audio is handed back by [`receive`](Self::receive)
+    /// as [`Received::Forward`], with no jitter buffer and no decode. DTMF, RTCP,
+    /// latching and the media watch work as ever.
+    pub fn set_forwarding(&mut self, forwarding: bool) {
+        self.forwarding = forwarding;
     }
 
     /// Changes the direction (hold sends `sendonly`: we keep sending, stop playing).
@@ -384,13 +362,14 @@ impl RtpSession {
             self.last_heard = None;
         }
         self.direction = direction;
+        self.playout.set_receiving(direction.receives());
     }
 
     /// On hold by us (true): silence goes out instead of the microphone, so the held
     /// party hears nothing of this side (packets still flow, keeping NAT bindings and
     /// the peer's media watch alive).
     pub fn set_held(&mut self, held: bool) {
-        self.held = held;
+        self.sender.set_held(held);
     }
 
     /// Reports media lost after `timeout` without any authenticated packet
@@ -509,31 +488,54 @@ impl RtpSession {
                 return Ok(out);
             }
         }
-        let quiet = self.muted || self.held;
-        if quiet && self.silence.len() != pcm.len() {
-            self.silence = vec![0i16; pcm.len()];
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        let encoded = self.sender.encode(pcm).map(|f| f.map(|f| frame.extend_from_slice(f)).is_some());
+        // a DTX frame need not be sent
+        if let Ok(true) = encoded {
+            let (pt, ts) = (self.neg.codec.pt, self.ts);
+            out.extend(self.packet(pt, false, ts, &frame));
         }
-        let input = if quiet { &self.silence[..] } else { pcm };
-        self.level_in.add(if quiet { &[] } else { pcm });
-        let mut buf = std::mem::take(&mut self.scratch);
-        let n = self.encoder.encode(input, &mut buf);
-        let result = n.map(|n| {
-            // a DTX frame of 2 bytes or less need not be sent
-            if n > 2 || !self.neg.codec.name.eq_ignore_ascii_case("opus") {
-                let (pt, ts) = (self.neg.codec.pt, self.ts);
-                out.extend(self.packet(pt, false, ts, &buf[..n]));
-            }
-        });
-        self.scratch = buf;
+        self.scratch = frame;
         self.ts = self.ts.wrapping_add(frame_ts);
-        self.encode_failures = if result.is_ok() { 0 } else { self.encode_failures.saturating_add(1) };
-        result.map(|()| out)
+        encoded.map(|_| out)
+    }
+
+    /// Sends one encoded frame as it is (forwarding: no decode, no encode), under this
+    /// session's SSRC, sequence numbers and keys. Its timestamp keeps the source's
+    /// spacing (a gap in the source stays a gap), offset into this stream's timestamp
+    /// space; a new source SSRC starts a new offset. Returns the datagram to send, or
+    /// none when this side does not send or the frame is over 1,400 bytes.
+    pub fn send_encoded(&mut self, frame: &MediaPacket, _now: Instant) -> Option<Vec<u8>> {
+        if !self.direction.sends() {
+            return None;
+        }
+        if frame.payload.len() > 1400 {
+            Self::count_once("oversized", &mut self.drops.oversized, &frame.payload.len());
+            return None;
+        }
+        let offset = match self.forward_ts {
+            Some((ssrc, offset)) if ssrc == frame.ssrc => offset,
+            _ => {
+                // continue one frame after what this stream last sent
+                let offset = self.ts.wrapping_sub(frame.timestamp);
+                self.forward_ts = Some((frame.ssrc, offset));
+                offset
+            }
+        };
+        let ts = frame.timestamp.wrapping_add(offset);
+        let after = ts.wrapping_add(self.frame_ts);
+        // never let the stream's clock run backwards for what send_frame sends next
+        if after.wrapping_sub(self.ts) as i32 > 0 {
+            self.ts = after;
+        }
+        self.packet(self.neg.codec.pt, frame.marker, ts, &frame.payload)
     }
 
     /// How many codec calls in a row failed (encode or decode); a codec that keeps
     /// failing is worth renegotiating away from.
     pub fn consecutive_codec_failures(&self) -> u32 {
-        self.encode_failures.max(self.decode_failures)
+        self.sender.consecutive_failures().max(self.playout.consecutive_decode_failures())
     }
 
     fn count_once(kind: &'static str, counter: &mut u64, detail: &dyn std::fmt::Display) {
@@ -622,16 +624,17 @@ impl RtpSession {
                 None => Received::DigitRepeat,
             };
         }
-        self.jitter.push(
-            MediaPacket {
-                seq: h.sequence_number,
-                timestamp: h.timestamp,
-                ssrc: h.ssrc,
-                marker: h.marker,
-                payload: pkt.payload.to_vec(),
-            },
-            now,
-        );
+        let frame = MediaPacket {
+            seq: h.sequence_number,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            marker: h.marker,
+            payload: pkt.payload.to_vec(),
+        };
+        if self.forwarding {
+            return Received::Forward(frame);
+        }
+        self.playout.push(frame, now);
         Received::Audio
     }
 
@@ -678,6 +681,8 @@ impl RtpSession {
                 let total = i64::from(r.total_lost & 0x00FF_FFFF);
                 let jitter_ms = f64::from(r.jitter) * 1000.0 / f64::from(self.clock_rate);
                 self.remote_report = Some((u32::from(r.fraction_lost), total, jitter_ms));
+                // the encoder's FEC follows the loss the peer sees, report by report
+                self.sender.set_peer_loss_fraction(r.fraction_lost);
             }
         }
         Received::Rtcp
@@ -686,45 +691,9 @@ impl RtpSession {
     /// The frame to render now (`frame_samples` long), and where it came from.
     pub fn play_frame(&mut self, out: &mut [i16], now: Instant) -> FrameSource {
         let n = self.frame_samples.min(out.len());
-        let out = &mut out[..n];
-        let source = match self.jitter.pop(now) {
-            Playout::Packet(p) => match self.decoder.decode(&p.payload, out) {
-                Ok(_) => {
-                    self.decode_failures = 0;
-                    FrameSource::Decoded
-                }
-                Err(e) => {
-                    Self::count_once("undecodable", &mut self.drops.undecodable, &e);
-                    self.decode_failures = self.decode_failures.saturating_add(1);
-                    self.conceal(out)
-                }
-            },
-            Playout::Conceal { next: Some(next) } => match self.decoder.decode_fec(&next, out) {
-                Ok(Some(_)) => FrameSource::Fec,
-                _ => self.conceal(out),
-            },
-            Playout::Conceal { next: None } => self.conceal(out),
-            Playout::Silence => {
-                out.fill(0);
-                FrameSource::Silence
-            }
-        };
-        if !self.direction.receives() {
-            out.fill(0);
-            return FrameSource::Silence;
-        }
-        self.level_out.add(out);
+        let source = self.playout.play_frame(&mut out[..n], now);
+        self.drops.undecodable = self.playout.undecodable();
         source
-    }
-
-    fn conceal(&mut self, out: &mut [i16]) -> FrameSource {
-        match self.decoder.conceal(out) {
-            Ok(_) => FrameSource::Concealed,
-            Err(_) => {
-                out.fill(0);
-                FrameSource::Silence
-            }
-        }
     }
 
     fn rtcp_report(&mut self, now: Instant) -> Option<Vec<u8>> {
@@ -741,7 +710,7 @@ impl RtpSession {
                 fraction_lost: fraction,
                 total_lost: (self.recv.lost().clamp(0, 0x7F_FFFF)) as u32,
                 last_sequence_number: self.recv.max_seq,
-                jitter: (self.jitter.stats().jitter_ms * f64::from(self.clock_rate) / 1000.0) as u32,
+                jitter: (self.playout.jitter_stats().jitter_ms * f64::from(self.clock_rate) / 1000.0) as u32,
                 last_sender_report: self.recv.last_sr.map_or(0, |(lsr, _)| lsr),
                 delay: self
                     .recv
@@ -792,14 +761,22 @@ impl RtpSession {
         } else {
             None
         };
-        let sample = if self.next_sample.is_none_or(|t| now >= t) {
-            let first = self.next_sample.is_none();
-            self.next_sample = Some(now + Duration::from_secs(1));
-            (!first).then(|| self.quality_sample())
-        } else {
-            None
-        };
+        let network = self.network();
+        let muted = self.sender.muted();
+        let sample =
+            self.quality.poll(now, &network, self.sender.level_mut(), self.playout.level_mut(), muted);
         (rtcp, sample)
+    }
+
+    /// The network as measured now.
+    fn network(&self) -> NetworkMeasures {
+        NetworkMeasures {
+            rtt_ms: self.rtt_ms,
+            jitter_ms: self.playout.jitter_stats().jitter_ms,
+            loss_percent: self.loss_percent(),
+            peer_loss_percent: self.remote_report.map(|(f, _, _)| f64::from(f) * 100.0 / 256.0),
+            packets_received: self.recv.received,
+        }
     }
 
     fn loss_percent(&self) -> f64 {
@@ -811,61 +788,22 @@ impl RtpSession {
         }
     }
 
-    fn quality_sample(&mut self) -> QualitySample {
-        let jitter_ms = self.jitter.stats().jitter_ms;
-        let loss =
-            self.remote_report.map(|(f, _, _)| f64::from(f) * 100.0 / 256.0).unwrap_or(self.loss_percent());
-        let mut s = QualitySample::default();
-        s.rtt_ms = self.rtt_ms;
-        s.jitter_ms = Some(jitter_ms);
-        s.packets_lost_percent = Some(self.loss_percent());
-        // No packets in this second: no score and no received level (not a made-up
-        // 4.4 for silence).
-        let heard = self.recv.received > self.received_at_sample;
-        self.received_at_sample = self.recv.received;
-        s.mos = heard
-            .then(|| mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, loss.max(self.loss_percent())));
-        s.audio_input_level = Some(self.level_in.take());
-        let out_level = self.level_out.take();
-        s.audio_output_level = heard.then_some(out_level);
-        s.muted = self.muted;
-        // tell the encoder the loss the peer sees, so FEC can adapt
-        if let Some((fraction, _, _)) = self.remote_report {
-            self.encoder.set_packet_loss_percent((fraction * 100 / 256) as u8);
-        }
-        s
-    }
-
     /// The statistics now.
     pub fn stats(&self) -> StatsReport {
-        let jitter_ms = self.jitter.stats().jitter_ms;
-        let mut local = LocalAudioTrackStats::default();
-        local.track_id = "local-audio".into();
-        local.codec = self.codec_name.clone();
-        local.ssrc = self.ssrc;
-        local.packets_sent = self.packets_sent;
-        local.bytes_sent = self.octets_sent;
-        local.audio_level = self.level_in.last;
-        local.round_trip_time_ms = self.rtt_ms;
-        if let Some((_, total, j)) = self.remote_report {
-            local.packets_lost = total;
-            local.jitter_ms = j;
-        }
-        let mut remote = RemoteAudioTrackStats::default();
-        remote.track_id = "remote-audio".into();
-        remote.codec = self.codec_name.clone();
-        remote.ssrc = self.recv.ssrc.unwrap_or(0);
-        remote.packets_received = self.recv.received;
-        remote.bytes_received = self.recv.bytes;
-        remote.packets_lost = self.recv.lost();
-        remote.audio_level = self.level_out.last;
-        remote.jitter_ms = jitter_ms;
-        remote.mos = (self.recv.received > 0 && !self.media_lost)
-            .then(|| mos_from_network(self.rtt_ms.unwrap_or(0.0), jitter_ms, self.loss_percent()));
-        let mut report = StatsReport::default();
-        report.peer_connection_id = format!("rtp-{:08x}", self.ssrc);
-        report.local_audio_tracks = vec![local];
-        report.remote_audio_tracks = vec![remote];
-        report
+        let figures = TrackFigures {
+            codec: self.codec_name.clone(),
+            connection_id: format!("rtp-{:08x}", self.ssrc),
+            local_ssrc: self.ssrc,
+            packets_sent: self.packets_sent,
+            bytes_sent: self.octets_sent,
+            peer_report: self.remote_report.map(|(_, total, jitter)| (total, jitter)),
+            remote_ssrc: self.recv.ssrc.unwrap_or(0),
+            packets_received: self.recv.received,
+            bytes_received: self.recv.bytes,
+            packets_lost: self.recv.lost(),
+            media_lost: self.media_lost,
+        };
+        let network = self.network();
+        meter::stats_report(&figures, &network, self.sender.level(), self.playout.level())
     }
 }

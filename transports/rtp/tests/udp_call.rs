@@ -178,3 +178,40 @@ async fn no_common_codec_is_53404_and_a_bad_answer_is_53402() {
     let e = a.media.apply_answer("v=0\r\nnonsense").await.unwrap_err();
     assert_eq!(e.code(), 53402);
 }
+
+/// A leg with no audio device, as a server opens one: it negotiates, receives and
+/// meters the peer's speech, and sends silence the peer can tell apart from speech.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_no_audio_device_receives_meters_and_sends_silence() {
+    let a = side(codecs(), vec![PreferredCodec::Pcmu], 8000, speech(8000)).await;
+    let engine = RtpEngine::new(RtpEngineConfig::default());
+    let mut cfg = MediaSessionConfig::without_audio(codecs());
+    cfg.preferred_codecs = vec![PreferredCodec::Pcmu];
+    let leg = engine.create_session(cfg).await.unwrap();
+    let offer = a.media.create_offer().await.unwrap();
+    let answer = leg.create_answer(&offer).await.unwrap();
+    a.media.apply_answer(&answer).await.unwrap();
+    assert_eq!(leg.negotiated_codec().as_deref(), Some("PCMU"));
+    // the leg receives: 3 s of packets, for at most 30 s
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while leg.stats().remote_audio_tracks[0].packets_received < 150 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the deviceless leg receives");
+    wait_for_audio(&a, 8000 * 3).await;
+    let stats = leg.stats();
+    // it decoded and metered the speech it could not play anywhere
+    assert!(stats.remote_audio_tracks[0].audio_level > 1000, "{stats:?}");
+    assert!(stats.remote_audio_tracks[0].mos.is_some(), "{stats:?}");
+    assert!(stats.local_audio_tracks[0].packets_sent > 100, "{stats:?}");
+    // and what it sent is silence: no speech at all after the first frames
+    let heard = a.heard.lock().unwrap().clone();
+    let loudest = heard[4000..].iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    assert!(loudest < 100, "the peer heard {loudest} from a leg with no capturer");
+    let a_stats = a.media.stats();
+    assert!(a_stats.remote_audio_tracks[0].packets_received > 100, "{a_stats:?}");
+    leg.close().await;
+    a.media.close().await;
+}

@@ -7,14 +7,14 @@
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
-use dialtone_rtp::resample::FrameConverter;
-use dialtone_rtp::sdp::{self, Direction};
+use dialtone_media::resample::FrameConverter;
+use dialtone_media::sdp::{self, Direction};
 use dialtone_rtp::session::{FrameSource, Received, RtpSession, SessionConfig};
 use dialtone_tests::{aligned_correlation, aligned_snr_db, pesq, segmental_snr_db, speech};
 
@@ -63,6 +63,15 @@ fn addr(port: u16) -> SocketAddr {
 
 /// Negotiates through SDP text and builds both sessions.
 fn pair(codec: Arc<dyn AudioCodec>, srtp: SrtpPolicy) -> (RtpSession, RtpSession) {
+    pair_with_ssrcs(codec, srtp, (0x1111, 0x2222))
+}
+
+/// [`pair`], with the two sides' SSRCs.
+fn pair_with_ssrcs(
+    codec: Arc<dyn AudioCodec>,
+    srtp: SrtpPolicy,
+    ssrcs: (u32, u32),
+) -> (RtpSession, RtpSession) {
     let ours = vec![codec.descriptor().clone()];
     let (a_neg, b_neg) = sdp::negotiate_in_memory(&ours, srtp, addr(4000), addr(5000)).unwrap();
     assert_eq!(a_neg.local_key.is_some(), srtp != SrtpPolicy::Off);
@@ -72,9 +81,9 @@ fn pair(codec: Arc<dyn AudioCodec>, srtp: SrtpPolicy) -> (RtpSession, RtpSession
     let make = |neg, ssrc| {
         let mut cfg = SessionConfig::new(neg, codec.clone(), ssrc);
         cfg.encoder = enc.clone();
-        RtpSession::new(cfg).unwrap()
+        RtpSession::new(cfg, Instant::now(), SystemTime::now()).unwrap()
     };
-    (make(a_neg, 0x1111), make(b_neg, 0x2222))
+    (make(a_neg, ssrcs.0), make(b_neg, ssrcs.1))
 }
 
 struct Outcome {
@@ -233,7 +242,10 @@ fn aead_aes_128_gcm_carries_the_call_when_it_is_the_only_suite_offered() {
     assert!(answer.to_sdp().contains("a=crypto:2 AEAD_AES_128_GCM"));
     let a_neg = sdp::apply_answer(&offer, &sdp::parse(&answer.to_sdp()).unwrap()).unwrap();
     assert_eq!(a_neg.local_key.as_ref().unwrap().suite, sdp::CryptoSuite::AeadAes128Gcm);
-    let make = |neg, ssrc| RtpSession::new(SessionConfig::new(neg, codec.clone(), ssrc)).unwrap();
+    let make = |neg, ssrc| {
+        RtpSession::new(SessionConfig::new(neg, codec.clone(), ssrc), Instant::now(), SystemTime::now())
+            .unwrap()
+    };
     let pcm = speech(8000);
     let o = run(make(a_neg, 1), make(b_neg, 2), &pcm[..8000 * 3], Net::new(0.0, 0, 1));
     let snr = aligned_snr_db(&pcm[..8000 * 3], &o.received, 8000);
@@ -497,4 +509,136 @@ mod arbitrary_input {
             }
         }
     }
+}
+
+/// A relay of two forwarding sessions between A and B, as a media anchor makes one:
+/// A → (leg 1) → relay → (leg 2) → B, each leg with its own SRTP keys and SSRC, the
+/// frames passed on encoded, with no jitter buffer and no decode in the relay. Every
+/// tenth packet on A's leg is lost. Returns what B played, the relay's legs, where
+/// each played frame came from, and the RTP timestamps of each forwarded frame as
+/// it came in and as it went out (the RTP header is in the clear under SRTP).
+struct Relayed {
+    received: Vec<i16>,
+    leg1: RtpSession,
+    leg2: RtpSession,
+    sources: Vec<FrameSource>,
+    timestamps: Vec<(u32, u32)>,
+}
+
+fn through_a_forwarding_relay(pcm: &[i16]) -> Relayed {
+    let codec: Arc<dyn AudioCodec> = Arc::new(G711::new(Law::Mu));
+    let (mut a, mut leg1) = pair(codec.clone(), SrtpPolicy::Required);
+    let (mut leg2, mut b) = pair_with_ssrcs(codec, SrtpPolicy::Required, (0x3333, 0x4444));
+    leg1.set_forwarding(true);
+    let t0 = Instant::now();
+    let (mut received, mut sources, mut timestamps) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sent = 0usize;
+    for k in 0..pcm.len() / 160 + 10 {
+        let now = t0 + FRAME * k as u32;
+        let frame = pcm.get(k * 160..(k + 1) * 160).map(<[i16]>::to_vec).unwrap_or_else(|| vec![0; 160]);
+        for d in a.send_frame(&frame, now).unwrap() {
+            sent += 1;
+            if sent % 10 == 0 {
+                continue; // lost on leg 1
+            }
+            match leg1.receive(&d, addr(4000), now) {
+                Received::Forward(f) => {
+                    let out = leg2.send_encoded(&f, now).expect("leg 2 sends");
+                    timestamps.push((f.timestamp, u32::from_be_bytes([out[4], out[5], out[6], out[7]])));
+                    assert_eq!(b.receive(&out, addr(4000), now), Received::Audio);
+                }
+                other => panic!("the relay forwards audio, got {other:?}"),
+            }
+        }
+        let mut out = vec![0i16; 160];
+        sources.push(b.play_frame(&mut out, now));
+        received.extend(out);
+    }
+    Relayed { received, leg1, leg2, sources, timestamps }
+}
+
+#[test]
+fn a_forwarding_relay_passes_frames_on_with_its_own_keys_ssrc_and_the_sources_timing() {
+    let pcm = speech(8000);
+    let Relayed { received, leg1, leg2, sources, timestamps } = through_a_forwarding_relay(&pcm);
+    // The relay keeps the source's timing: a lost packet stays a gap in leg 2's
+    // timestamps, so B conceals it instead of pulling the following speech forward.
+    let (in0, out0) = timestamps[0];
+    for (k, &(ts_in, ts_out)) in timestamps.iter().enumerate() {
+        assert_eq!(ts_out.wrapping_sub(out0), ts_in.wrapping_sub(in0), "frame {k}: the source's spacing");
+    }
+    let gaps = timestamps.windows(2).filter(|w| w[1].1.wrapping_sub(w[0].1) == 320).count();
+    assert!(gaps >= pcm.len() / 1600 - 1, "{gaps} one-frame gaps where packets were lost");
+    // µ-law passed on unchanged: every frame B decoded is one frame of A's speech
+    // through a µ-law round trip, bit for bit, near the best lag (B's jitter buffer
+    // may add or shed a frame of delay around a loss).
+    let codec = G711::new(Law::Mu);
+    let mut enc = codec.new_encoder(&EncoderSettings::default()).unwrap();
+    let mut dec = codec.new_decoder().unwrap();
+    let round_trip: Vec<i16> = pcm
+        .chunks_exact(160)
+        .flat_map(|f| {
+            let (mut bytes, mut out) = ([0u8; 160], [0i16; 160]);
+            enc.encode(f, &mut bytes).unwrap();
+            dec.decode(&bytes, &mut out).unwrap();
+            out
+        })
+        .collect();
+    let lag = dialtone_tests::best_lag(&round_trip, &received, 4000);
+    let (mut checked, mut exact) = (0, 0);
+    for (k, _) in sources.iter().enumerate().filter(|(_, s)| **s == FrameSource::Decoded) {
+        let played = &received[k * 160..(k + 1) * 160];
+        let at = |shift: isize| {
+            let start = (k * 160) as isize - lag as isize + shift * 160;
+            usize::try_from(start).ok().and_then(|s| round_trip.get(s..s + 160))
+        };
+        if at(0).is_none() {
+            continue;
+        }
+        checked += 1;
+        exact += usize::from((-3..=3).any(|shift| at(shift) == Some(played)));
+    }
+    eprintln!(
+        "forwarded PCMU, every tenth packet lost: {exact} of {checked} decoded frames exact at lag {lag}"
+    );
+    assert!(checked > 100 && exact == checked, "{exact} of {checked} decoded frames exact at lag {lag}");
+    let snr = segmental_snr_db(&pcm, &received, 4000, 400);
+    assert!(snr > 8.0, "segmental SNR {snr:.1} dB with a tenth of the frames concealed");
+    let concealed = count(&sources, FrameSource::Concealed);
+    let frames = pcm.len() / 160;
+    assert!(
+        concealed >= frames / 10 - 2 && concealed <= frames / 10 + 2,
+        "{concealed} of {frames} concealed"
+    );
+    // the relay kept no jitter buffer on the path, and B sees leg 2's stream
+    assert_eq!(leg1.jitter_stats().queued, 0);
+    assert_eq!(leg2.stats().local_audio_tracks[0].packets_sent as usize, timestamps.len());
+    let frames_sent = frames + 10;
+    assert_eq!(timestamps.len(), frames_sent - frames_sent / 10, "all but the lost tenth");
+}
+
+#[test]
+fn a_forwarded_packet_is_sent_under_the_second_legs_keys_only() {
+    let codec: Arc<dyn AudioCodec> = Arc::new(G711::new(Law::Mu));
+    let (mut a, mut leg1) = pair(codec.clone(), SrtpPolicy::Required);
+    let (mut leg2, mut b) = pair_with_ssrcs(codec, SrtpPolicy::Required, (0x3333, 0x4444));
+    leg1.set_forwarding(true);
+    let t = Instant::now();
+    let original = a.send_frame(&[300i16; 160], t).unwrap().remove(0);
+    // A's packet itself means nothing to B: other keys
+    assert_eq!(b.receive(&original, addr(4000), t), Received::Dropped);
+    assert_eq!(b.drops().srtp_failed, 1);
+    let Received::Forward(frame) = leg1.receive(&original, addr(4000), t) else { panic!("forwarded") };
+    assert_eq!(frame.ssrc, 0x1111, "the frame names its source stream");
+    let out = leg2.send_encoded(&frame, t).unwrap();
+    assert_eq!(b.receive(&out, addr(4000), t), Received::Audio);
+    assert_eq!(b.stats().remote_audio_tracks[0].ssrc, 0x3333, "leg 2's own SSRC, not A's");
+    // a frame too large for one datagram is refused and counted, not sent
+    let mut big = frame.clone();
+    big.payload = vec![0; 1500];
+    assert!(leg2.send_encoded(&big, t).is_none());
+    assert_eq!(leg2.drops().oversized, 1);
+    // a direction that does not send sends nothing
+    leg2.set_direction(Direction::RecvOnly);
+    assert!(leg2.send_encoded(&frame, t).is_none());
 }

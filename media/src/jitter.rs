@@ -75,7 +75,7 @@ pub enum PushOutcome {
 
 /// What to play for the next frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Playout {
+pub enum FrameSlot {
     /// Decode this packet.
     Packet(MediaPacket),
     /// The frame was lost: conceal it. `next` is the following packet's payload when
@@ -109,6 +109,11 @@ pub struct JitterStats {
     pub target_delay_ms: f64,
     /// RFC 3550 interarrival jitter in milliseconds.
     pub jitter_ms: f64,
+    /// Packets played.
+    pub played: u64,
+    /// The mean time a played packet waited in the buffer, in milliseconds (WebRTC's
+    /// `jitterBufferDelay / jitterBufferEmittedCount`).
+    pub mean_held_ms: f64,
 }
 
 /// Frames of concealment before a dry buffer turns to silence (a DTX gap or a dead
@@ -128,7 +133,12 @@ pub struct JitterBuffer {
     ssrc: Option<u32>,
     /// Extended (unwrapped) timestamp of the last packet pushed, with its raw value.
     ts_ref: Option<(u32, i64)>,
-    packets: BTreeMap<i64, MediaPacket>,
+    /// Packets by extended timestamp, with the time each arrived.
+    packets: BTreeMap<i64, (MediaPacket, Instant)>,
+    /// How long the last packet played had waited in the buffer.
+    last_held: Option<Duration>,
+    /// Time all played packets waited, in all.
+    held_total: Duration,
     recent_seqs: VecDeque<u16>,
     /// The extended timestamp of the next frame to play, once started.
     next_ts: Option<i64>,
@@ -151,6 +161,8 @@ impl JitterBuffer {
             ssrc: None,
             ts_ref: None,
             packets: BTreeMap::new(),
+            last_held: None,
+            held_total: Duration::ZERO,
             recent_seqs: VecDeque::with_capacity(128),
             next_ts: None,
             dry_frames: 0,
@@ -169,6 +181,12 @@ impl JitterBuffer {
     /// The counters.
     pub fn stats(&self) -> &JitterStats {
         &self.stats
+    }
+
+    /// How long the packet of the last frame played had waited in the buffer (`None`
+    /// before the first).
+    pub fn last_held(&self) -> Option<Duration> {
+        self.last_held
     }
 
     /// Packets held now.
@@ -245,7 +263,7 @@ impl JitterBuffer {
             self.recent_seqs.pop_front();
         }
         self.recent_seqs.push_back(p.seq);
-        self.packets.insert(ext, p);
+        self.packets.insert(ext, (p, now));
         self.stats.queued += 1;
         while self.packets.len() > self.cfg.max_packets.max(1) {
             self.packets.pop_first();
@@ -267,7 +285,7 @@ impl JitterBuffer {
     }
 
     /// The next frame to play, asked once per frame period at `now`.
-    pub fn pop(&mut self, now: Instant) -> Playout {
+    pub fn pop(&mut self, now: Instant) -> FrameSlot {
         if self.last_underrun.is_some_and(|t| now.saturating_duration_since(t) >= UNDERRUN_MEMORY) {
             self.extra_frames = self.extra_frames.saturating_sub(1);
             self.last_underrun = if self.extra_frames > 0 { Some(now) } else { None };
@@ -281,14 +299,14 @@ impl JitterBuffer {
             let (Some((&first, _)), Some((&last, _))) =
                 (self.packets.first_key_value(), self.packets.last_key_value())
             else {
-                return Playout::Silence;
+                return FrameSlot::Silence;
             };
             if ((last - first) / frame + 1) as usize >= target {
                 self.next_ts = Some(first);
                 self.dry_frames = 0;
                 return self.pop(now);
             }
-            return Playout::Silence;
+            return FrameSlot::Silence;
         };
 
         // Too much delay buffered for half a second: drop the oldest frame.
@@ -311,10 +329,18 @@ impl JitterBuffer {
         match self.packets.first_key_value().map(|(&ts, _)| ts) {
             Some(ts) if ts < next + frame => {
                 // this frame's packet (or one that starts inside it)
-                let p = self.packets.pop_first().map(|(_, p)| p);
+                let p = self.packets.pop_first().map(|(_, (p, arrived))| {
+                    let held = now.saturating_duration_since(arrived);
+                    self.last_held = Some(held);
+                    self.held_total += held;
+                    self.stats.played += 1;
+                    self.stats.mean_held_ms =
+                        self.held_total.as_secs_f64() * 1000.0 / self.stats.played as f64;
+                    p
+                });
                 self.next_ts = Some(ts.max(next) + frame);
                 self.dry_frames = 0;
-                p.map_or(Playout::Silence, Playout::Packet)
+                p.map_or(FrameSlot::Silence, FrameSlot::Packet)
             }
             Some(_) => {
                 // a later packet is here, this one is not: lost
@@ -322,7 +348,7 @@ impl JitterBuffer {
                 self.dry_frames = 0;
                 self.stats.concealed += 1;
                 let following = self.packets.first_key_value().filter(|(&ts, _)| ts < next + 2 * frame);
-                Playout::Conceal { next: following.map(|(_, p)| p.payload.clone()) }
+                FrameSlot::Conceal { next: following.map(|(_, (p, _))| p.payload.clone()) }
             }
             None => {
                 // Dry: an underrun at first, a silence (DTX) gap if it lasts. The
@@ -335,14 +361,14 @@ impl JitterBuffer {
                     self.last_underrun = Some(now);
                 }
                 if self.dry_frames <= CONCEAL_LIMIT {
-                    return Playout::Conceal { next: None };
+                    return FrameSlot::Conceal { next: None };
                 }
                 // A gap this long is silence (DTX) or a pause, not lateness: take back
                 // the underrun's penalty and re-buffer when the next talkspurt comes.
                 self.stats.underruns -= 1;
                 self.extra_frames = self.extra_frames.saturating_sub(1);
                 self.next_ts = None;
-                Playout::Silence
+                FrameSlot::Silence
             }
         }
     }
@@ -369,15 +395,15 @@ mod tests {
         }
     }
 
-    fn played(p: &Playout) -> Option<u8> {
+    fn played(p: &FrameSlot) -> Option<u8> {
         match p {
-            Playout::Packet(p) => Some(p.payload[0]),
+            FrameSlot::Packet(p) => Some(p.payload[0]),
             _ => None,
         }
     }
 
     /// Pushes packets in `order` (one per period) and pops one frame per period.
-    fn run(order: &[u32], extra_pops: usize) -> (Vec<Playout>, JitterBuffer) {
+    fn run(order: &[u32], extra_pops: usize) -> (Vec<FrameSlot>, JitterBuffer) {
         let mut jb = JitterBuffer::new(cfg());
         let t0 = Instant::now();
         let mut out = Vec::new();
@@ -399,7 +425,7 @@ mod tests {
         let got: Vec<u8> = out.iter().filter_map(played).collect();
         assert_eq!(got, (0..20).map(|i| i as u8).collect::<Vec<_>>());
         // 40 ms minimum delay: two frames of silence before the first packet
-        assert_eq!(out.iter().take_while(|p| **p == Playout::Silence).count(), 1);
+        assert_eq!(out.iter().take_while(|p| **p == FrameSlot::Silence).count(), 1);
         assert_eq!(jb.stats().concealed, 0);
     }
 
@@ -426,8 +452,8 @@ mod tests {
     fn a_loss_is_concealed_with_the_next_payload_for_fec() {
         let order = [0, 1, 2, 4, 5, 6, 7, 8];
         let (out, jb) = run(&order, 4);
-        let idx = out.iter().position(|p| matches!(p, Playout::Conceal { .. })).unwrap();
-        assert_eq!(out[idx], Playout::Conceal { next: Some(vec![4]) });
+        let idx = out.iter().position(|p| matches!(p, FrameSlot::Conceal { .. })).unwrap();
+        assert_eq!(out[idx], FrameSlot::Conceal { next: Some(vec![4]) });
         assert_eq!(played(&out[idx - 1]), Some(2));
         assert_eq!(played(&out[idx + 1]), Some(4));
         assert_eq!(jb.stats().concealed, 1);
@@ -475,7 +501,7 @@ mod tests {
         let mut p = pkt(6);
         p.timestamp = p.timestamp.wrapping_add(8000 * 60);
         jb.push(p, t0 + PERIOD * 6);
-        let got: Vec<Playout> = (7..10).map(|k| jb.pop(t0 + PERIOD * k)).collect();
+        let got: Vec<FrameSlot> = (7..10).map(|k| jb.pop(t0 + PERIOD * k)).collect();
         assert!(got.iter().any(|p| played(p) == Some(5)), "{got:?}");
     }
 
@@ -512,7 +538,7 @@ mod tests {
         for k in 60..64u32 {
             out.push(jb.pop(t0 + PERIOD * k));
         }
-        let conceals = out[..50].iter().filter(|p| matches!(p, Playout::Conceal { .. })).count();
+        let conceals = out[..50].iter().filter(|p| matches!(p, FrameSlot::Conceal { .. })).count();
         assert!(conceals <= CONCEAL_LIMIT as usize, "{conceals} concealed frames in a DTX gap");
         assert_eq!(underruns_in_talk, 0, "a DTX gap is not an underrun");
         let played_after: Vec<u8> = out[50..].iter().filter_map(played).collect();
