@@ -91,7 +91,8 @@ fn sdp_line<'a>(invite: &'a str, prefix: &str) -> &'a str {
 #[test]
 fn media_and_codecs_sections_shape_the_offer() {
     let home = scratch("offer");
-    // The defaults: SRTP required, Opus then PCMU then PCMA, the signaling interface.
+    // The defaults: SRTP required, Opus then PCMU then PCMA, RED around Opus, the
+    // signaling interface.
     let (invite, _) = capture_invite(&home, "");
     assert!(sdp_line(&invite, "m=audio").contains(" RTP/SAVP "), "{invite}");
     assert!(invite.contains("a=crypto:"), "{invite}");
@@ -103,7 +104,12 @@ fn media_and_codecs_sections_shape_the_offer() {
         .map(|c| c.split('/').next().unwrap())
         .filter(|c| *c != "telephone-event")
         .collect();
-    assert_eq!(names, ["opus", "PCMU", "PCMA"], "{invite}");
+    assert_eq!(names, ["opus", "PCMU", "PCMA", "red"], "{invite}");
+    assert!(invite.contains("a=fmtp:63 111/111"), "RED wraps Opus: {invite}");
+
+    // codecs.opus_red = false: no RED
+    let (invite, _) = capture_invite(&home, "[codecs]\nopus_red = false\n");
+    assert!(invite.contains("opus/48000") && !invite.contains("red/48000"), "{invite}");
 
     // Every key changed: plain RTP, a port range, an advertised address, PCMA first.
     let (invite, _) = capture_invite(
@@ -121,6 +127,7 @@ fn media_and_codecs_sections_shape_the_offer() {
     let first_pt = m.split_whitespace().nth(3).unwrap();
     assert_eq!(first_pt, "8", "PCMA (payload type 8) comes first: {m}");
     assert!(!invite.contains("opus/48000"), "Opus is not configured: {invite}");
+    assert!(!invite.contains("red/48000"), "no RED without Opus: {invite}");
     let _ = std::fs::remove_dir_all(&home);
 }
 

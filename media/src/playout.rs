@@ -3,11 +3,19 @@
 //! the next packet's FEC, or concealed by the codec's PLC) or, with no decode, the
 //! encoded frame the jitter buffer schedules.
 //!
-//! It owns the jitter buffer, the decoder and the output level meter. It does not know
-//! where frames came from (RTP, WebRTC, a file) or where PCM goes (a device, a
-//! recorder, a stream).
+//! With PCM, the playout delay follows the jitter buffer's target by time-stretching
+//! speech, as NetEQ's accelerate and expand do: when the delay is more than half a
+//! frame over the target, one pitch period is taken out of the decoded audio (two
+//! periods become one, cross-faded); when it is under, one is repeated. Speech then
+//! plays a little faster or slower for a moment instead of losing or gaining a whole
+//! frame, and the drift between the two sides' clocks is absorbed the same way.
+//!
+//! It owns the jitter buffer, the decoder, the decoded audio not yet played and the
+//! output level meter. It does not know where frames came from (RTP, WebRTC, a file)
+//! or where PCM goes (a device, a recorder, a stream).
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use dialtone_core::parts::AudioDecoder;
 
@@ -27,6 +35,19 @@ pub enum FrameSource {
     Silence,
 }
 
+/// Time-stretching done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StretchStats {
+    /// Times a pitch period was taken out (the delay shortened).
+    pub accelerated: u64,
+    /// Times a pitch period was repeated (the delay lengthened).
+    pub expanded: u64,
+    /// Audio taken out, in samples at the codec's rate.
+    pub removed_samples: u64,
+    /// Audio added, in samples at the codec's rate.
+    pub added_samples: u64,
+}
+
 /// The receive half of the pipeline. See the module docs.
 pub struct Playout {
     jitter: JitterBuffer,
@@ -35,6 +56,17 @@ pub struct Playout {
     receiving: bool,
     decode_failures: u32,
     undecodable: u64,
+    /// Decoded audio not yet played.
+    fifo: VecDeque<i16>,
+    /// One decoded frame.
+    frame: Vec<i16>,
+    /// A frame's duration.
+    frame_ms: f64,
+    /// Samples per millisecond at the codec's rate (known from the first frame asked
+    /// for: the codec's sample rate may differ from its RTP clock rate).
+    per_ms: f64,
+    stretch: StretchStats,
+    last_held: Option<Duration>,
 }
 
 impl std::fmt::Debug for Playout {
@@ -43,6 +75,7 @@ impl std::fmt::Debug for Playout {
             .field("jitter", &self.jitter)
             .field("receiving", &self.receiving)
             .field("decode_failures", &self.decode_failures)
+            .field("stretch", &self.stretch)
             .finish_non_exhaustive()
     }
 }
@@ -51,19 +84,34 @@ impl Playout {
     /// A playout for one stream, with its jitter buffer's settings and the codec's
     /// decoder.
     pub fn new(jitter: JitterConfig, decoder: Box<dyn AudioDecoder>) -> Self {
+        let frame_ms = f64::from(jitter.frame_ts) * 1000.0 / f64::from(jitter.clock_rate.max(1));
+        let mut buffer = JitterBuffer::new(jitter);
+        buffer.set_stretching(true);
         Playout {
-            jitter: JitterBuffer::new(jitter),
+            jitter: buffer,
             decoder,
             level: Level::default(),
             receiving: true,
             decode_failures: 0,
             undecodable: 0,
+            fifo: VecDeque::new(),
+            frame: Vec::new(),
+            frame_ms: frame_ms.max(1.0),
+            per_ms: 1.0,
+            stretch: StretchStats::default(),
+            last_held: None,
         }
     }
 
     /// Takes an encoded frame that arrived at `now`.
     pub fn push(&mut self, frame: MediaPacket, now: Instant) -> PushOutcome {
         self.jitter.push(frame, now)
+    }
+
+    /// Takes a redundant copy of an earlier frame (RFC 2198) that came inside a later
+    /// packet: it fills that frame's place if the frame is still due and missing.
+    pub fn push_redundant(&mut self, frame: MediaPacket, now: Instant) -> bool {
+        self.jitter.push_redundant(frame, now)
     }
 
     /// Whether frames are played (true) or silenced (false: the call's direction does
@@ -74,13 +122,50 @@ impl Playout {
     }
 
     /// The frame to render now, written to `out` (one frame at the codec's rate), and
-    /// where it came from. A payload the decoder refuses is counted
-    /// ([`undecodable`](Self::undecodable)) and concealed.
+    /// where the audio decoded for it came from. A payload the decoder refuses is
+    /// counted ([`undecodable`](Self::undecodable)) and concealed.
     pub fn play_frame(&mut self, out: &mut [i16], now: Instant) -> FrameSource {
+        let n = out.len();
+        if self.frame.len() != n {
+            self.frame = vec![0; n];
+            self.per_ms = n as f64 / self.frame_ms;
+            self.fifo.reserve(n * 3);
+        }
+        let mut source = None;
+        while self.fifo.len() < n {
+            source = Some(self.decode_next(now));
+        }
+        let source = source.unwrap_or(FrameSource::Decoded);
+        if matches!(source, FrameSource::Decoded | FrameSource::Fec) {
+            self.time_stretch(now, n);
+            while self.fifo.len() < n {
+                self.decode_next(now);
+            }
+        }
+        for (o, s) in out.iter_mut().zip(self.fifo.drain(..n)) {
+            *o = s;
+        }
+        if !self.receiving {
+            out.fill(0);
+            return FrameSource::Silence;
+        }
+        self.level.add(out);
+        source
+    }
+
+    /// Takes the next frame from the jitter buffer and appends its audio to the FIFO.
+    fn decode_next(&mut self, now: Instant) -> FrameSource {
+        let queued = self.fifo.len();
+        let mut frame = std::mem::take(&mut self.frame);
         let source = match self.jitter.pop(now) {
-            FrameSlot::Packet(p) => match self.decoder.decode(&p.payload, out) {
+            FrameSlot::Packet(p) => match self.decoder.decode(&p.payload, &mut frame) {
                 Ok(_) => {
                     self.decode_failures = 0;
+                    // it waited in the buffer, then behind the audio queued before it
+                    self.last_held = self
+                        .jitter
+                        .last_held()
+                        .map(|h| h + Duration::from_secs_f64(queued as f64 / self.per_ms / 1000.0));
                     FrameSource::Decoded
                 }
                 Err(e) => {
@@ -91,32 +176,76 @@ impl Playout {
                     }
                     self.undecodable += 1;
                     self.decode_failures = self.decode_failures.saturating_add(1);
-                    self.conceal(out)
+                    self.conceal(&mut frame)
                 }
             },
-            FrameSlot::Conceal { next: Some(next) } => match self.decoder.decode_fec(&next, out) {
-                Ok(Some(_)) => FrameSource::Fec,
-                _ => self.conceal(out),
+            FrameSlot::Conceal { next: Some(next) } => match self.decoder.decode_fec(&next, &mut frame) {
+                Ok(Some(_)) => {
+                    // the codec recovers from FEC: worth a frame of delay while loss lasts
+                    self.jitter.set_fec_margin(true);
+                    FrameSource::Fec
+                }
+                _ => self.conceal(&mut frame),
             },
-            FrameSlot::Conceal { next: None } => self.conceal(out),
+            FrameSlot::Conceal { next: None } => self.conceal(&mut frame),
             FrameSlot::Silence => {
-                out.fill(0);
+                frame.fill(0);
                 FrameSource::Silence
             }
         };
-        if !self.receiving {
-            out.fill(0);
-            return FrameSource::Silence;
-        }
-        self.level.add(out);
+        self.fifo.extend(frame.iter().copied());
+        self.frame = frame;
         source
+    }
+
+    /// Takes a pitch period out, or repeats one, to keep the delay at which the next
+    /// packet is taken from the jitter buffer within a frame over the target.
+    ///
+    /// The next packet is taken at the tick when the FIFO no longer holds a frame:
+    /// after as many whole frames as it holds now (this tick's included), which may be
+    /// up to a frame before its audio plays. That is the delay the packet must arrive
+    /// within, so that is the one kept at or over the target: repeating a period
+    /// lengthens the FIFO until a take is put off by a tick; taking periods out
+    /// shortens it until a take comes a tick early, which is done only while even that
+    /// earlier take would wait for the target.
+    fn time_stretch(&mut self, now: Instant, frame: usize) {
+        let frame_ms = frame as f64 / self.per_ms;
+        let until_next_take_ms = (self.fifo.len() / frame) as f64 * frame_ms;
+        let Some(error) = self.jitter.delay_error_ms(now, until_next_take_ms) else { return };
+        let accelerate = error >= frame_ms;
+        if !accelerate && error >= -SLACK_MS {
+            return;
+        }
+        let x = self.fifo.make_contiguous();
+        let Some((period, similarity, quiet)) = pitch_period(x, self.per_ms) else { return };
+        // Taking out a period of speech that does not repeat would be heard;
+        // repeating one is safer, and quiet audio can be stretched either way.
+        let fits = quiet || if accelerate { similarity >= 0.6 } else { similarity >= 0.3 };
+        if !fits {
+            return;
+        }
+        if accelerate {
+            shorten(&mut self.fifo, period);
+            self.stretch.accelerated += 1;
+            self.stretch.removed_samples += period as u64;
+        } else {
+            lengthen(&mut self.fifo, period);
+            self.stretch.expanded += 1;
+            self.stretch.added_samples += period as u64;
+        }
+    }
+
+    /// Time-stretching done so far.
+    pub fn stretch_stats(&self) -> &StretchStats {
+        &self.stretch
     }
 
     /// The next frame as the jitter buffer schedules it, with no decode: for a
     /// consumer that keeps the encoding (a recorder writing Opus, a forwarder that
     /// wants paced frames). A lost frame comes as [`FrameSlot::Conceal`] with the next
-    /// payload when it is here.
+    /// payload when it is here. The jitter buffer moves the delay by whole frames.
     pub fn pop_encoded(&mut self, now: Instant) -> FrameSlot {
+        self.jitter.set_stretching(false);
         self.jitter.pop(now)
     }
 
@@ -136,8 +265,8 @@ impl Playout {
     }
 
     /// How long the packet of the last frame played had waited in the jitter buffer.
-    pub fn last_held(&self) -> Option<std::time::Duration> {
-        self.jitter.last_held()
+    pub fn last_held(&self) -> Option<Duration> {
+        self.last_held
     }
 
     /// The level of what was played.
@@ -159,6 +288,85 @@ impl Playout {
     pub fn undecodable(&self) -> u64 {
         self.undecodable
     }
+}
+
+/// How far under the target the delay may fall before the playout lengthens it: a
+/// take due exactly at the target must not set off a stretch by rounding.
+const SLACK_MS: f64 = 1.0;
+/// Shortest and longest pitch period searched, in ms (400 Hz to 100 Hz).
+const PERIOD_MS: (f64, f64) = (2.5, 10.0);
+/// Below this mean absolute level, audio is quiet enough to stretch anywhere.
+const QUIET: f64 = 200.0;
+
+/// The pitch period at the start of `x` that repeats best: the lag `T` whose next `T`
+/// samples are most like the first `T`, with that normalised correlation, and whether
+/// the audio is quiet. A coarse search on every `d`-th sample (`d` brings the rate to
+/// about 8 kHz) is refined at the full rate.
+fn pitch_period(x: &[i16], per_ms: f64) -> Option<(usize, f64, bool)> {
+    let lo = (PERIOD_MS.0 * per_ms) as usize;
+    let hi = ((PERIOD_MS.1 * per_ms) as usize).min(x.len() / 2);
+    if lo < 2 || hi <= lo {
+        return None;
+    }
+    let corr = |t: usize, step: usize| -> f64 {
+        let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
+        for k in (0..t).step_by(step) {
+            let (a, b) = (f64::from(x[k]), f64::from(x[t + k]));
+            xy += a * b;
+            xx += a * a;
+            yy += b * b;
+        }
+        if xx == 0.0 || yy == 0.0 {
+            0.0
+        } else {
+            xy / (xx * yy).sqrt()
+        }
+    };
+    let d = ((per_ms / 8.0).round() as usize).max(1);
+    let mut best = (lo, f64::MIN);
+    for t in (lo..=hi).step_by(d) {
+        let c = corr(t, d);
+        if c > best.1 {
+            best = (t, c);
+        }
+    }
+    let (from, to) = (best.0.saturating_sub(d).max(lo), (best.0 + d).min(hi));
+    best = (best.0, f64::MIN);
+    for t in from..=to {
+        let c = corr(t, 1);
+        if c > best.1 {
+            best = (t, c);
+        }
+    }
+    let level =
+        x[..2 * best.0].iter().map(|s| f64::from(s.unsigned_abs())).sum::<f64>() / (2 * best.0) as f64;
+    Some((best.0, best.1, level < QUIET))
+}
+
+/// `a` fading into `b` at step `k` of `n` (linear).
+fn fade(a: i16, b: i16, k: usize, n: usize) -> i16 {
+    let w = k as f64 / n as f64;
+    (f64::from(a) * (1.0 - w) + f64::from(b) * w).round() as i16
+}
+
+/// Takes one period out of the start of `x`: the first two periods become one, the
+/// first fading into the second. Needs two periods.
+fn shorten(x: &mut VecDeque<i16>, period: usize) {
+    let s = x.make_contiguous();
+    for k in 0..period {
+        s[period + k] = fade(s[k], s[period + k], k, period);
+    }
+    x.drain(..period);
+}
+
+/// Repeats one period at the start of `x`: after the first period comes the second
+/// fading into the first, then the second again. Needs two periods.
+fn lengthen(x: &mut VecDeque<i16>, period: usize) {
+    let s = x.make_contiguous();
+    let blended: Vec<i16> = (0..period).map(|k| fade(s[period + k], s[k], k, period)).collect();
+    let tail = x.split_off(period);
+    x.extend(blended);
+    x.extend(tail);
 }
 
 #[cfg(test)]
@@ -316,5 +524,127 @@ mod tests {
         assert!(matches!(s, FrameSource::Concealed | FrameSource::Silence), "{s:?}");
         assert_eq!(p.undecodable(), 1);
         assert_eq!(p.consecutive_decode_failures(), 1);
+    }
+
+    /// A 160 Hz tone (a 6.25 ms period, as a voice's pitch) in µ-law frames, arriving
+    /// `delay(k)` ms after they were sent, played every period: the output, the
+    /// playout, and the delay error at the end.
+    fn stretched(delay: impl Fn(usize) -> u64, frames: usize) -> (Vec<i16>, Playout, f64) {
+        let codec = G711::new(Law::Mu);
+        let mut enc = codec.new_encoder(&EncoderSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut p = playout(&codec);
+        let t0 = Instant::now();
+        let mut arrivals: Vec<(Instant, usize, Vec<u8>)> = (0..frames)
+            .map(|k| {
+                let pcm: Vec<i16> = (0..160)
+                    .map(|i| {
+                        (((k * 160 + i) as f64 * 160.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0)
+                            as i16
+                    })
+                    .collect();
+                let mut b = vec![0u8; 160];
+                enc.encode(&pcm, &mut b).unwrap_or_else(|e| panic!("{e}"));
+                (t0 + PERIOD * k as u32 + Duration::from_millis(delay(k)), k, b)
+            })
+            .collect();
+        arrivals.sort_by_key(|a| (a.0, a.1));
+        let (mut out, mut next, mut err) = (Vec::new(), 0, f64::MAX);
+        let mut frame = vec![0i16; 160];
+        for k in 0..frames + 10 {
+            let now = t0 + PERIOD * k as u32;
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (_, i, b) = arrivals[next].clone();
+                p.push(packet(i, 160, b), now);
+                next += 1;
+            }
+            if k == frames - 5 {
+                // the delay at which the next packet will be taken (see time_stretch)
+                let until_next_take = (p.fifo.len() / 160) as f64 * 20.0;
+                err = p.jitter.delay_error_ms(now, until_next_take).unwrap_or(f64::MAX);
+            }
+            p.play_frame(&mut frame, now);
+            out.extend_from_slice(&frame);
+        }
+        (out, p, err)
+    }
+
+    /// The largest step between two samples: a tone of 8000 peak at 160 Hz moves at
+    /// most about 1,000 a sample; a splice out of phase jumps far more.
+    fn largest_step(pcm: &[i16]) -> i32 {
+        pcm.windows(2).map(|w| (i32::from(w[1]) - i32::from(w[0])).abs()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_delay_over_the_target_is_taken_out_a_pitch_period_at_a_time() {
+        // 120 ms of extra delay for a second, then none: once the window has forgotten
+        // the spike, the playout speeds up instead of dropping frames
+        let (out, p, err) = stretched(|k| if (25..75).contains(&k) { 120 } else { 0 }, 600);
+        let s = p.stretch_stats();
+        assert!(s.accelerated >= 10, "{s:?}");
+        assert_eq!(p.jitter_stats().discarded, 0, "no whole frame dropped: {:?}", p.jitter_stats());
+        // each cut is a whole pitch period (50 samples at 8 kHz), give or take
+        assert!(s.removed_samples >= 45 * s.accelerated && s.removed_samples <= 55 * s.accelerated, "{s:?}");
+        assert!((0.0..=20.0).contains(&err), "the delay is back within a frame over the target: {err} ms");
+        let steady = &out[160 * 100..160 * 580];
+        assert!(largest_step(steady) < 1600, "a click: {}", largest_step(steady));
+    }
+
+    #[test]
+    fn a_delay_under_a_rising_target_is_lengthened_a_pitch_period_at_a_time() {
+        // calm, then every other packet 60 ms late: the target rises, and the playout
+        // slows for a moment instead of inserting concealment
+        let (_, p, _) = stretched(|k| if k >= 100 && k % 2 == 0 { 60 } else { 0 }, 500);
+        let s = p.stretch_stats();
+        assert!(s.expanded >= 3, "{s:?}; {:?}", p.jitter_stats());
+        assert_eq!(p.jitter_stats().inserted, 0, "{:?}", p.jitter_stats());
+    }
+
+    fn tone_160(rate: f64, len: usize) -> VecDeque<i16> {
+        (0..len)
+            .map(|i| ((i as f64 * 160.0 * 2.0 * std::f64::consts::PI / rate).sin() * 8000.0) as i16)
+            .collect()
+    }
+
+    #[test]
+    fn the_pitch_period_is_found_and_a_splice_of_it_is_seamless() {
+        for (rate, per_ms) in [(8000.0, 8.0), (16_000.0, 16.0), (48_000.0, 48.0)] {
+            let period_of_160_hz = (rate / 160.0) as usize;
+            let mut x = tone_160(rate, (rate * 0.04) as usize);
+            let (period, similarity, quiet) =
+                pitch_period(x.make_contiguous(), per_ms).unwrap_or_else(|| panic!("a period at {rate}"));
+            assert!(period.abs_diff(period_of_160_hz) <= 1, "{rate} Hz: {period} for {period_of_160_hz}");
+            assert!(similarity > 0.95 && !quiet, "{similarity} {quiet}");
+            let len = x.len();
+            let limit = (8000.0 * 2.0 * std::f64::consts::PI * 160.0 / rate * 1.5) as i32;
+            shorten(&mut x, period);
+            assert_eq!(x.len(), len - period);
+            assert!(
+                largest_step(x.make_contiguous()) < limit,
+                "{rate}: {}",
+                largest_step(x.make_contiguous())
+            );
+            let mut y = tone_160(rate, len);
+            lengthen(&mut y, period);
+            assert_eq!(y.len(), len + period);
+            assert!(
+                largest_step(y.make_contiguous()) < limit,
+                "{rate}: {}",
+                largest_step(y.make_contiguous())
+            );
+        }
+        // a wrong period would click: the test can tell
+        let mut z = tone_160(8000.0, 320);
+        shorten(&mut z, 37);
+        assert!(largest_step(z.make_contiguous()) > 1000);
+        // silence is quiet, and noise does not repeat
+        assert!(pitch_period(&[0i16; 320], 8.0).is_some_and(|(_, _, quiet)| quiet));
+        let mut r = 1u32;
+        let noise: Vec<i16> = (0..320)
+            .map(|_| {
+                r = r.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (r >> 16) as i16
+            })
+            .collect();
+        assert!(pitch_period(&noise, 8.0).is_some_and(|(_, c, quiet)| c < 0.5 && !quiet));
     }
 }

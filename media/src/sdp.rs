@@ -11,6 +11,12 @@
 //! What it writes: `a=rtpmap`/`a=fmtp` for each codec (Opus as `opus/48000/2`, static
 //! payload types 0, 8 and 9 for PCMU, PCMA and G722), `telephone-event` at each audio
 //! clock rate, `a=ptime`, `a=rtcp-mux`, `a=crypto` lines and a direction attribute.
+//!
+//! Redundant audio (RFC 2198, `red/48000/2` with `a=fmtp:63 111/111`, as browsers
+//! offer it for Opus) is offered when the list of codecs holds [`red_descriptor`]
+//! beside Opus, and agreed only when both sides have it and it wraps the chosen
+//! codec: a peer without it never sees its answer change, and RED is never taken
+//! for the codec itself.
 
 use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
@@ -187,6 +193,34 @@ impl SdpCodec {
     fn is_telephone_event(&self) -> bool {
         self.name.eq_ignore_ascii_case("telephone-event")
     }
+
+    fn is_red(&self) -> bool {
+        self.name.eq_ignore_ascii_case(RED)
+    }
+
+    /// Not an audio codec of its own (DTMF events, or redundancy around a codec).
+    fn is_auxiliary(&self) -> bool {
+        self.is_telephone_event() || self.is_red()
+    }
+
+    /// Whether this is RED wrapping only `primary`'s payload type (`fmtp` `P/P...`).
+    fn is_red_for(&self, primary: &SdpCodec) -> bool {
+        self.is_red()
+            && self.clock_rate == primary.clock_rate
+            && self.fmtp.as_deref().is_some_and(|f| {
+                let p = primary.pt.to_string();
+                f.trim().split('/').all(|x| x.trim() == p)
+            })
+    }
+}
+
+/// The RFC 2198 encoding name.
+const RED: &str = "red";
+
+/// The descriptor that asks for redundant audio (RFC 2198) around Opus in an offer or
+/// an answer, where it stands beside the real codecs.
+pub fn red_descriptor() -> CodecDescriptor {
+    CodecDescriptor::new(RED, 48_000, 48_000, 2).with_payload_type(63)
 }
 
 /// What one side puts in its description.
@@ -358,6 +392,9 @@ pub struct Negotiated {
     pub codec: SdpCodec,
     /// The telephone-event payload type at the codec's clock rate, if both have it.
     pub dtmf_pt: Option<u8>,
+    /// The RED (RFC 2198) payload type, when both sides agreed to redundancy around
+    /// the codec.
+    pub red_pt: Option<u8>,
     /// Our key (protects what we send), when SRTP is on.
     pub local_key: Option<SdesKey>,
     /// The peer's key (unprotects what we receive).
@@ -380,7 +417,8 @@ pub fn offer_codecs(ours: &[CodecDescriptor]) -> Vec<SdpCodec> {
         }
     };
     let mut out: Vec<SdpCodec> = Vec::new();
-    for d in ours {
+    let opus_pt = |out: &[SdpCodec]| out.iter().find(|c| c.name.eq_ignore_ascii_case("opus")).map(|c| c.pt);
+    for d in ours.iter().filter(|d| !d.name.eq_ignore_ascii_case(RED)) {
         let pt = d.payload_type.unwrap_or_else(|| {
             if d.name.eq_ignore_ascii_case("opus") {
                 111
@@ -397,7 +435,20 @@ pub fn offer_codecs(ours: &[CodecDescriptor]) -> Vec<SdpCodec> {
             fmtp: d.fmtp.clone(),
         });
     }
-    let mut rates: Vec<u32> = ours.iter().map(|d| d.clock_rate).collect();
+    // RED after the codecs, wrapping Opus, when asked for and Opus is here
+    if let (Some(red), Some(primary)) =
+        (ours.iter().find(|d| d.name.eq_ignore_ascii_case(RED)), opus_pt(&out))
+    {
+        out.push(SdpCodec {
+            pt: red.payload_type.unwrap_or(63),
+            name: RED.into(),
+            clock_rate: red.clock_rate,
+            channels: 2,
+            fmtp: Some(format!("{primary}/{primary}")),
+        });
+    }
+    let mut rates: Vec<u32> =
+        ours.iter().filter(|d| !d.name.eq_ignore_ascii_case(RED)).map(|d| d.clock_rate).collect();
     rates.dedup();
     for rate in rates {
         if out.iter().any(|c| c.is_telephone_event() && c.clock_rate == rate) {
@@ -454,13 +505,14 @@ pub fn offer(
 fn pick_codec(offered: &[SdpCodec], ours: &[CodecDescriptor]) -> Result<(SdpCodec, Option<u8>), VoiceError> {
     let codec = offered
         .iter()
-        .filter(|c| !c.is_telephone_event())
+        .filter(|c| !c.is_auxiliary())
         .find(|c| ours.iter().any(|d| c.matches(d)))
         .cloned()
         .ok_or_else(|| {
             let theirs: Vec<&str> =
-                offered.iter().filter(|c| !c.is_telephone_event()).map(|c| c.name.as_str()).collect();
-            let mine: Vec<&str> = ours.iter().map(|d| d.name.as_str()).collect();
+                offered.iter().filter(|c| !c.is_auxiliary()).map(|c| c.name.as_str()).collect();
+            let mine: Vec<&str> =
+                ours.iter().filter(|d| !d.name.eq_ignore_ascii_case(RED)).map(|d| d.name.as_str()).collect();
             VoiceError::new(
                 ErrorCode::NoSupportedCodec,
                 format!("no codec in common: the peer offers {theirs:?}, this side supports {mine:?}"),
@@ -491,6 +543,11 @@ pub fn answer(
         (_, None) => (None, None), // optional SRTP: plain RTP for a peer without keys
     };
     let mut codecs = vec![codec.clone()];
+    // redundancy when we want it and the offer wraps the chosen codec in it
+    let wants_red = ours.iter().any(|d| d.name.eq_ignore_ascii_case(RED));
+    let red = offer.codecs.iter().find(|c| wants_red && c.is_red_for(&codec)).cloned();
+    let red_pt = red.as_ref().map(|r| r.pt);
+    codecs.extend(red);
     if let Some(pt) = dtmf_pt {
         codecs.extend(offer.codecs.iter().filter(|c| c.pt == pt).cloned());
     }
@@ -509,6 +566,7 @@ pub fn answer(
         remote_addr: offer.addr,
         codec,
         dtmf_pt,
+        red_pt,
         local_key,
         remote_key,
         rtcp_mux: offer.rtcp_mux,
@@ -522,7 +580,7 @@ pub fn apply_answer(offer: &LocalDescription, answer: &RemoteDescription) -> Res
     let codec = answer
         .codecs
         .iter()
-        .find(|c| !c.is_telephone_event())
+        .find(|c| !c.is_auxiliary())
         .ok_or_else(|| VoiceError::new(ErrorCode::NoSupportedCodec, "the answer has no audio codec"))?;
     let ours = offer
         .codecs
@@ -534,6 +592,9 @@ pub fn apply_answer(offer: &LocalDescription, answer: &RemoteDescription) -> Res
         .iter()
         .find(|c| c.is_telephone_event() && c.clock_rate == codec.clock_rate)
         .map(|c| c.pt);
+    // redundancy only if we offered it and the answer wraps the chosen codec in it
+    let offered_red = offer.codecs.iter().any(SdpCodec::is_red);
+    let red_pt = answer.codecs.iter().find(|c| offered_red && c.is_red_for(codec)).map(|c| c.pt);
     let (local_key, remote_key) = match answer.crypto.first() {
         Some(theirs) => {
             let mine = offer
@@ -551,6 +612,7 @@ pub fn apply_answer(offer: &LocalDescription, answer: &RemoteDescription) -> Res
         // the answerer's payload type is what it sends; we send with the one it chose
         codec: SdpCodec { fmtp: codec.fmtp.clone().or_else(|| ours.fmtp.clone()), ..codec.clone() },
         dtmf_pt,
+        red_pt,
         local_key,
         remote_key,
         rtcp_mux: answer.rtcp_mux,
@@ -688,5 +750,113 @@ mod tests {
         let parsed = SdesKey::parse(line.strip_prefix("a=crypto:").unwrap()).unwrap();
         assert_eq!(parsed, k);
         assert!(!format!("{k:?}").contains(&format!("{:?}", k.key_salt)), "keys are never printed");
+    }
+
+    fn with_red(mut codecs: Vec<CodecDescriptor>) -> Vec<CodecDescriptor> {
+        codecs.push(red_descriptor());
+        codecs
+    }
+
+    #[test]
+    fn red_is_offered_around_opus_and_agreed_when_both_have_it() {
+        let ours = with_red(vec![opus(), pcmu()]);
+        let o = offer(addr(4000), &ours, SrtpPolicy::Required, Direction::SendRecv, 7, 1).unwrap();
+        let text = o.to_sdp();
+        assert!(text.contains("m=audio 4000 RTP/SAVP 111 0 63 110 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n"), "{text}");
+        let (reply, answered) =
+            answer(&parse(&text).unwrap(), addr(5000), &ours, SrtpPolicy::Required, Direction::SendRecv, 8)
+                .unwrap();
+        assert_eq!((answered.codec.name.as_str(), answered.red_pt), ("opus", Some(63)));
+        let reply_text = reply.to_sdp();
+        assert!(reply_text.contains("a=rtpmap:63 red/48000/2"), "{reply_text}");
+        let offered = apply_answer(&o, &parse(&reply_text).unwrap()).unwrap();
+        assert_eq!((offered.codec.name.as_str(), offered.red_pt), ("opus", Some(63)));
+    }
+
+    #[test]
+    fn a_peer_without_red_gets_plain_opus_either_way() {
+        // we offer RED, the peer does not know it: its answer has none, so neither do we
+        let o = offer(addr(4000), &with_red(vec![opus()]), SrtpPolicy::Required, Direction::SendRecv, 7, 1)
+            .unwrap();
+        let (reply, answered) = answer(
+            &parse(&o.to_sdp()).unwrap(),
+            addr(5000),
+            &[opus()],
+            SrtpPolicy::Required,
+            Direction::SendRecv,
+            8,
+        )
+        .unwrap();
+        assert_eq!(answered.red_pt, None);
+        assert!(!reply.to_sdp().contains("red/"));
+        assert_eq!(apply_answer(&o, &parse(&reply.to_sdp()).unwrap()).unwrap().red_pt, None);
+        // the peer offers RED, we are configured without it
+        let o = offer(addr(4000), &with_red(vec![opus()]), SrtpPolicy::Required, Direction::SendRecv, 7, 1)
+            .unwrap();
+        let (_, answered) = answer(
+            &parse(&o.to_sdp()).unwrap(),
+            addr(5000),
+            &[opus()],
+            SrtpPolicy::Required,
+            Direction::SendRecv,
+            8,
+        )
+        .unwrap();
+        assert_eq!(answered.red_pt, None);
+        // we offer no RED and an answer names it anyway: not used
+        let o = offer(addr(4000), &[opus()], SrtpPolicy::Required, Direction::SendRecv, 7, 1).unwrap();
+        let mut text = o.to_sdp();
+        assert!(!text.contains("red/"));
+        text = text
+            .replace("111 110", "111 63 110")
+            .replace("a=ptime", "a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\na=ptime");
+        let r = parse(&text).unwrap();
+        let forged = apply_answer(&o, &r).unwrap();
+        assert_eq!(forged.red_pt, None);
+    }
+
+    #[test]
+    fn red_is_never_taken_for_the_codec_and_must_wrap_the_chosen_one() {
+        // an offer listing RED first, then Opus: the codec is Opus
+        let text = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 63 111\r\na=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n\
+            a=rtpmap:111 opus/48000/2\r\n";
+        let (_, n) = answer(
+            &parse(text).unwrap(),
+            addr(5000),
+            &with_red(vec![opus()]),
+            SrtpPolicy::Optional,
+            Direction::SendRecv,
+            2,
+        )
+        .unwrap();
+        assert_eq!((n.codec.name.as_str(), n.red_pt), ("opus", Some(63)));
+        // RED wrapping another payload type (or mixing two) is not agreed
+        for fmtp in ["0/0", "111/0"] {
+            let other = text.replace("a=fmtp:63 111/111", &format!("a=fmtp:63 {fmtp}"));
+            let (_, n) = answer(
+                &parse(&other).unwrap(),
+                addr(5000),
+                &with_red(vec![opus()]),
+                SrtpPolicy::Optional,
+                Direction::SendRecv,
+                2,
+            )
+            .unwrap();
+            assert_eq!(n.red_pt, None, "{fmtp}");
+        }
+        // an offer of RED alone has no codec in common
+        let only_red = text.replace("m=audio 4000 RTP/AVP 63 111", "m=audio 4000 RTP/AVP 63");
+        let e = answer(
+            &parse(&only_red).unwrap(),
+            addr(5000),
+            &with_red(vec![opus()]),
+            SrtpPolicy::Optional,
+            Direction::SendRecv,
+            2,
+        )
+        .err();
+        assert_eq!(e.map(|e| e.code()), Some(53404));
     }
 }

@@ -52,6 +52,8 @@ pub struct RtpEngineConfig {
     pub jitter_max_packets: usize,
     /// Encoder settings.
     pub encoder: EncoderSettings,
+    /// Offer and accept redundant audio around Opus (RFC 2198), `codecs.opus_red`.
+    pub red: bool,
 }
 
 impl Default for RtpEngineConfig {
@@ -81,6 +83,7 @@ impl RtpEngineConfig {
             jitter_min_delay_ms: c.media.jitter_buffer_min_delay_ms,
             jitter_max_packets: c.media.jitter_buffer_max_packets as usize,
             encoder,
+            red: c.codecs.opus_red,
         }
     }
 }
@@ -301,8 +304,13 @@ impl RtpMediaSession {
             .collect()
     }
 
+    /// What SDP offers and accepts: the usable codecs, and RED when configured.
     fn descriptors(&self) -> Vec<dialtone_core::parts::CodecDescriptor> {
-        self.usable().iter().map(|c| c.descriptor().clone()).collect()
+        let mut ds: Vec<_> = self.usable().iter().map(|c| c.descriptor().clone()).collect();
+        if self.cfg.red {
+            ds.push(sdp::red_descriptor());
+        }
+        ds
     }
 
     fn new_ssrc() -> u32 {

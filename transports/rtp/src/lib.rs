@@ -10,4 +10,5 @@
 
 pub mod dtmf;
 pub mod engine;
+pub mod red;
 pub mod session;

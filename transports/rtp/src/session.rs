@@ -35,11 +35,18 @@ use rtc_srtp::context::Context as SrtpContext;
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 use crate::dtmf::{DtmfReceiver, DtmfSender};
+use crate::red::{self, Block};
 
 pub use dialtone_media::FrameSource;
 
 /// How often RTCP reports go out.
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most earlier frames a RED payload carries.
+const RED_MAX_DISTANCE: usize = 2;
+/// The loss the peer reports (RTCP's fraction lost, of 256) from which RED carries two
+/// earlier frames instead of one: 3 %.
+pub const RED_TWO_FRAMES_FROM: u32 = 8;
 
 /// Why received datagrams were dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +69,9 @@ pub struct DropCounters {
     pub foreign: u64,
     /// An encoded frame too large to send.
     pub oversized: u64,
+    /// A RED (RFC 2198) payload that could not be read, or whose primary is not the
+    /// negotiated codec.
+    pub bad_red: u64,
 }
 
 impl DropCounters {
@@ -76,6 +86,7 @@ impl DropCounters {
             + self.bad_rtcp
             + self.foreign
             + self.oversized
+            + self.bad_red
     }
 }
 
@@ -197,6 +208,10 @@ pub struct RtpSession {
     dtmf_out: DtmfSender,
     /// Forwarded frames: the source stream and the offset from its timestamps to ours.
     forward_ts: Option<(u32, u32)>,
+    /// The last frames sent, with their timestamps, for RED's redundant blocks.
+    red_history: std::collections::VecDeque<(u32, Vec<u8>)>,
+    /// A RED payload being built.
+    red_out: Vec<u8>,
     // receive
     srtp_in: Option<SrtpContext>,
     playout: Playout,
@@ -293,6 +308,8 @@ impl RtpSession {
             octets_sent: 0,
             dtmf_out: DtmfSender::new(d.ptime_ms, d.clock_rate),
             forward_ts: None,
+            red_history: std::collections::VecDeque::with_capacity(RED_MAX_DISTANCE),
+            red_out: Vec::with_capacity(1500),
             srtp_in,
             playout,
             forwarding: false,
@@ -338,9 +355,15 @@ impl RtpSession {
         self.playout.jitter_stats()
     }
 
-    /// How long the packet of the last frame played had waited in the jitter buffer.
+    /// How long the packet of the last frame played had waited in the jitter buffer
+    /// and behind the audio decoded before it.
     pub fn last_frame_held(&self) -> Option<Duration> {
         self.playout.last_held()
+    }
+
+    /// The playout's time-stretching so far.
+    pub fn stretch_stats(&self) -> &dialtone_media::playout::StretchStats {
+        self.playout.stretch_stats()
     }
 
     /// Sends silence instead of the microphone (true) or the microphone (false).
@@ -494,11 +517,48 @@ impl RtpSession {
         // a DTX frame need not be sent
         if let Ok(true) = encoded {
             let (pt, ts) = (self.neg.codec.pt, self.ts);
-            out.extend(self.packet(pt, false, ts, &frame));
+            match self.neg.red_pt {
+                None => out.extend(self.packet(pt, false, ts, &frame)),
+                Some(red_pt) => {
+                    let payload = self.with_redundancy(pt, ts, &frame);
+                    out.extend(self.packet(red_pt, false, ts, &payload));
+                    self.red_out = payload;
+                }
+            }
         }
         self.scratch = frame;
         self.ts = self.ts.wrapping_add(frame_ts);
         encoded.map(|_| out)
+    }
+
+    /// How many earlier frames ride along in each RED payload: one, or two while the
+    /// peer reports [`RED_TWO_FRAMES_FROM`] loss or more (bursts take more than one
+    /// frame in a row).
+    fn red_distance(&self) -> usize {
+        match self.remote_report {
+            Some((fraction, _, _)) if fraction >= RED_TWO_FRAMES_FROM => 2,
+            _ => 1,
+        }
+    }
+
+    /// The RED payload of a frame at `ts`: the last frames sent, then this one, which
+    /// joins the history.
+    fn with_redundancy(&mut self, pt: u8, ts: u32, frame: &[u8]) -> Vec<u8> {
+        let distance = self.red_distance();
+        let skip = self.red_history.len().saturating_sub(distance);
+        let blocks: Vec<Block<'_>> = self
+            .red_history
+            .iter()
+            .skip(skip)
+            .map(|(at, data)| Block { pt, ts_offset: ts.wrapping_sub(*at), data })
+            .collect();
+        let mut payload = std::mem::take(&mut self.red_out);
+        red::build(&blocks, pt, frame, &mut payload);
+        if self.red_history.len() == RED_MAX_DISTANCE {
+            self.red_history.pop_front();
+        }
+        self.red_history.push_back((ts, frame.to_vec()));
+        payload
     }
 
     /// Sends one encoded frame as it is (forwarding: no decode, no encode), under this
@@ -589,7 +649,8 @@ impl RtpSession {
         };
         let h = &pkt.header;
         let is_dtmf = Some(h.payload_type) == self.neg.dtmf_pt;
-        if h.payload_type != self.neg.codec.pt && !is_dtmf {
+        let is_red = Some(h.payload_type) == self.neg.red_pt;
+        if h.payload_type != self.neg.codec.pt && !is_dtmf && !is_red {
             Self::count_once("unknown payload type", &mut self.drops.unknown_payload_type, &h.payload_type);
             return Received::Dropped;
         }
@@ -624,17 +685,50 @@ impl RtpSession {
                 None => Received::DigitRepeat,
             };
         }
+        let (primary, redundant) = if is_red {
+            match red::parse(&pkt.payload) {
+                Ok(blocks) => match blocks.split_last() {
+                    Some((p, rest)) if p.pt == self.neg.codec.pt => (p.data.to_vec(), rest.to_vec()),
+                    _ => {
+                        Self::count_once(
+                            "RED with another primary",
+                            &mut self.drops.bad_red,
+                            &h.payload_type,
+                        );
+                        return Received::Dropped;
+                    }
+                },
+                Err(e) => {
+                    Self::count_once("unreadable RED", &mut self.drops.bad_red, &e);
+                    return Received::Dropped;
+                }
+            }
+        } else {
+            (pkt.payload.to_vec(), Vec::new())
+        };
         let frame = MediaPacket {
             seq: h.sequence_number,
             timestamp: h.timestamp,
             ssrc: h.ssrc,
             marker: h.marker,
-            payload: pkt.payload.to_vec(),
+            payload: primary,
         };
         if self.forwarding {
             return Received::Forward(frame);
         }
+        let (seq, ts, ssrc) = (h.sequence_number, h.timestamp, h.ssrc);
         self.playout.push(frame, now);
+        // the copies of earlier frames, nearest first: each fills its frame if missing
+        for (back, b) in redundant.iter().rev().enumerate().filter(|(_, b)| b.pt == self.neg.codec.pt) {
+            let copy = MediaPacket {
+                seq: seq.wrapping_sub(back as u16 + 1),
+                timestamp: ts.wrapping_sub(b.ts_offset),
+                ssrc,
+                marker: false,
+                payload: b.data.to_vec(),
+            };
+            self.playout.push_redundant(copy, now);
+        }
         Received::Audio
     }
 

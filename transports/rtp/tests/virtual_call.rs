@@ -642,3 +642,89 @@ fn a_forwarded_packet_is_sent_under_the_second_legs_keys_only() {
     leg2.set_direction(Direction::RecvOnly);
     assert!(leg2.send_encoded(&frame, t).is_none());
 }
+
+/// Two Opus sessions that agreed to RED (RFC 2198), by SDP text.
+fn red_pair() -> (RtpSession, RtpSession) {
+    let codec: Arc<dyn AudioCodec> = Arc::new(Opus::default());
+    let ours = vec![codec.descriptor().clone(), sdp::red_descriptor()];
+    let (a, b) = sdp::negotiate_in_memory(&ours, SrtpPolicy::Required, addr(4000), addr(5000)).unwrap();
+    assert_eq!((a.red_pt, b.red_pt), (Some(63), Some(63)));
+    let make = |neg, ssrc| {
+        RtpSession::new(SessionConfig::new(neg, codec.clone(), ssrc), Instant::now(), SystemTime::now())
+            .unwrap()
+    };
+    (make(a, 0x1111), make(b, 0x2222))
+}
+
+#[test]
+fn with_red_a_lost_packets_frame_comes_with_the_next_packet() {
+    let (mut a, mut b) = red_pair();
+    let pcm = speech(48_000);
+    let t0 = Instant::now();
+    let (mut lost, mut sent, mut sources) = (0, 0, Vec::new());
+    for k in 0..200usize {
+        let now = t0 + FRAME * k as u32;
+        for d in a.send_frame(&pcm[k * 960..(k + 1) * 960], now).unwrap() {
+            assert_eq!(d[1] & 0x7F, 63, "sent as RED");
+            sent += 1;
+            if sent % 10 == 0 {
+                lost += 1;
+                continue;
+            }
+            assert_eq!(b.receive(&d, addr(4000), now), Received::Audio);
+        }
+        let mut out = vec![0i16; 960];
+        sources.push(b.play_frame(&mut out, now));
+    }
+    let js = b.jitter_stats().clone();
+    // every lost frame was filled from the next packet: no gap was concealed
+    // (the last packet sent is lost too, and no packet comes after it)
+    assert_eq!(lost, 20);
+    assert_eq!(js.recovered, lost - 1, "{js:?}");
+    assert_eq!(js.concealed, 0, "{js:?}");
+    assert_eq!(b.drops().total(), 0, "{:?}", b.drops());
+    // a one-frame hold per loss at most, then speech from the copies
+    assert!(count(&sources, FrameSource::Concealed) <= lost as usize, "{sources:?}");
+}
+
+#[test]
+fn a_bad_red_payload_is_dropped_and_counted_and_the_call_goes_on() {
+    let (mut a, mut b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Off);
+    let t = Instant::now();
+    // without RED agreed, its payload type is unknown
+    let mut pkt = a.send_frame(&[100i16; 160], t).unwrap().remove(0);
+    pkt[1] = 63;
+    assert_eq!(b.receive(&pkt, addr(4000), t), Received::Dropped);
+    assert_eq!(b.drops().unknown_payload_type, 1);
+
+    let (mut a, mut b) = red_pair();
+    let mut good = None;
+    for k in 0..3u32 {
+        good = a.send_frame(&speech(48_000)[..960], t + FRAME * k).unwrap().pop();
+    }
+    let good = good.unwrap();
+    // a RED block running past the end, then a primary of another payload type: both
+    // fail SRTP if simply altered, so forge them in plain sessions instead
+    let (mut a_plain, mut b_plain) = {
+        let codec: Arc<dyn AudioCodec> = Arc::new(Opus::default());
+        let ours = vec![codec.descriptor().clone(), sdp::red_descriptor()];
+        let (x, y) = sdp::negotiate_in_memory(&ours, SrtpPolicy::Off, addr(4000), addr(5000)).unwrap();
+        let make = |neg, ssrc| {
+            RtpSession::new(SessionConfig::new(neg, codec.clone(), ssrc), Instant::now(), SystemTime::now())
+                .unwrap()
+        };
+        (make(x, 0x3333), make(y, 0x4444))
+    };
+    let mut plain = a_plain.send_frame(&speech(48_000)[..960], t).unwrap().remove(0);
+    plain.truncate(12);
+    plain.extend([0x80 | 111, 0, 0, 200, 111, 1, 2, 3]);
+    assert_eq!(b_plain.receive(&plain, addr(4000), t), Received::Dropped);
+    plain.truncate(12);
+    plain.extend([0x00, 1, 2, 3]); // a primary of payload type 0
+    assert_eq!(b_plain.receive(&plain, addr(4000), t), Received::Dropped);
+    assert_eq!(b_plain.drops().bad_red, 2, "{:?}", b_plain.drops());
+    let next = a_plain.send_frame(&speech(48_000)[960..1920], t + FRAME).unwrap().remove(0);
+    assert_eq!(b_plain.receive(&next, addr(4000), t + FRAME), Received::Audio);
+    // and the SRTP pair still takes its real packet
+    assert_eq!(b.receive(&good, addr(4000), t + FRAME * 2), Received::Audio);
+}
