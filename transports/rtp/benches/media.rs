@@ -40,10 +40,18 @@ fn pair(codec: Arc<dyn AudioCodec>) -> (RtpSession, RtpSession) {
 }
 
 fn pair_with_ssrcs(codec: Arc<dyn AudioCodec>, ssrcs: (u32, u32)) -> (RtpSession, RtpSession) {
+    pair_of(codec, ssrcs, false)
+}
+
+/// Two sessions that negotiated `codec` (and RED around it, with `red`) by SDP text.
+fn pair_of(codec: Arc<dyn AudioCodec>, ssrcs: (u32, u32), red: bool) -> (RtpSession, RtpSession) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-    let (a, b) =
-        sdp::negotiate_in_memory(&[codec.descriptor().clone()], SrtpPolicy::Required, addr(4000), addr(5000))
-            .unwrap();
+    let mut ours = vec![codec.descriptor().clone()];
+    if red {
+        ours.push(sdp::red_descriptor());
+    }
+    let (a, b) = sdp::negotiate_in_memory(&ours, SrtpPolicy::Required, addr(4000), addr(5000)).unwrap();
+    assert_eq!(a.red_pt.is_some(), red);
     let make = |negotiated, ssrc| {
         let mut cfg = SessionConfig::new(negotiated, codec.clone(), ssrc);
         cfg.encoder = settings();
@@ -231,7 +239,22 @@ fn pipeline(c: &mut Criterion) {
             )
         });
     }
+    // the client's default: RED around Opus (each packet also carries the last frame)
     let frames = speech_frames(48_000, FRAME_SAMPLES);
+    let (mut a, mut b) = pair_of(Arc::new(Opus::default()), (1, 2), true);
+    let t0 = Instant::now();
+    let mut k = 0u32;
+    let mut out = vec![0i16; FRAME_SAMPLES];
+    g.bench_function("opus/send+receive-with-red", |bench| {
+        bench.iter(|| {
+            k += 1;
+            let now = t0 + Duration::from_millis(20) * k;
+            for d in a.send_frame(&frames[k as usize % frames.len()], now).unwrap() {
+                b.receive(&d, from, now);
+            }
+            black_box(b.play_frame(&mut out, now))
+        })
+    });
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
     enc.set_complexity(9).unwrap();
