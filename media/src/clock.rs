@@ -37,8 +37,15 @@ impl FrameClock {
 
     /// Whether a frame is due at `now`; if so, the clock moves on by one period.
     pub fn due(&mut self, now: Instant) -> bool {
+        self.take(now).is_some()
+    }
+
+    /// The time the frame due at `now` was scheduled for, if one is; the clock moves
+    /// on by one period. A pipeline driven at the scheduled times sees the frames'
+    /// cadence, not the wobble of the shell's wake-ups.
+    pub fn take(&mut self, now: Instant) -> Option<Instant> {
         if now < self.next {
-            return false;
+            return None;
         }
         let behind = now.saturating_duration_since(self.next);
         if behind >= self.period * MAX_BURST {
@@ -47,8 +54,9 @@ impl FrameClock {
             self.skipped += u64::from(skip);
             self.next += self.period * skip;
         }
+        let scheduled = self.next;
         self.next += self.period;
-        true
+        Some(scheduled)
     }
 
     /// Frame periods skipped because the shell was too late to catch up.
@@ -99,8 +107,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = FrameClock::new(P, t0);
         assert_eq!(drain(&mut c, t0), 1);
-        // 3 periods late: 4 frames now (the due one and 3 missed)
-        assert_eq!(drain(&mut c, t0 + P * 4), 4);
+        // 3 periods late: 4 frames now (the due one and 3 missed), each named by the
+        // time it was due
+        let late = t0 + P * 4;
+        let times: Vec<Instant> = std::iter::from_fn(|| c.take(late)).collect();
+        assert_eq!(times, [t0 + P, t0 + P * 2, t0 + P * 3, t0 + P * 4]);
         assert_eq!(c.skipped(), 0);
         // 5 s late: a burst of MAX_BURST, the rest skipped, and the cadence goes on
         let late = t0 + Duration::from_secs(5);

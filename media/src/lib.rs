@@ -8,11 +8,11 @@
 //! |---|---|---|
 //! | frame clock | [`clock`] | when the next frame is due; the shell sleeps until then |
 //! | send side | [`encode`] | PCM frame → encoded frame (mute, hold, input level, DTX, the expected loss for FEC) |
-//! | receive side | [`jitter`] | encoded frames in arrival order → frames in playout order, adapting its delay |
-//! | playout | [`playout`] | a frame slot → PCM (decode, FEC from the next packet, PLC), output level |
+//! | receive side | [`jitter`] | encoded frames in arrival order → frames in playout order; the target delay (a quantile of packets' relative delay); redundant copies (RED) fill gaps |
+//! | playout | [`playout`] | a frame slot → PCM (decode, FEC from the next packet, PLC), time-stretched to the target delay, output level |
 //! | resampling | [`resample`] | device rate and channels ↔ codec rate, mono |
 //! | meters | [`meter`] | audio levels, the once-a-second quality sample, MOS inputs, the stats report |
-//! | SDP | [`sdp`] | the SDP model and its offer/answer rules (RFC 3264, SDES keys) |
+//! | SDP | [`sdp`] | the SDP model and its offer/answer rules (RFC 3264, SDES keys, RED) |
 //!
 //! It can be driven two ways:
 //! - **with PCM**, for a device, a file, a recorder or a stream: [`encode::FrameEncoder`]
@@ -23,7 +23,9 @@
 //!   `dialtone_rtp::session::RtpSession::send_encoded`).
 //!
 //! What it must not hold: anything of a wire. SSRCs, sequence numbers, SRTP, RTCP,
-//! latching and DTMF events belong to the engines (`transports/rtp`, and WebRTC).
+//! latching, DTMF events and the RED payload format belong to the engines
+//! (`transports/rtp`, and WebRTC). `docs/media.md` describes the whole and who drives
+//! it.
 
 #![forbid(unsafe_code)]
 
@@ -39,4 +41,4 @@ pub use clock::FrameClock;
 pub use encode::FrameEncoder;
 pub use jitter::{FrameSlot, JitterBuffer, JitterConfig, JitterStats, MediaPacket, PushOutcome};
 pub use meter::{Level, QualityMeter};
-pub use playout::{FrameSource, Playout};
+pub use playout::{FrameSource, Playout, StretchStats};

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dialtone_core::parts::SignalingConnection;
 use dialtone_sip::Inbound;
@@ -90,7 +91,22 @@ where
     let serve = Arc::new(serve);
     tokio::spawn(async move {
         let Ok(local) = listener.local_addr() else { return };
-        while let Ok((stream, remote)) = listener.accept().await {
+        let mut failing = AcceptBackoff::default();
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(accepted) => {
+                    failing.recovered(local);
+                    accepted
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE, ENFILE) or memory, or a connection
+                    // reset before it was taken: never fatal. Wait, then take again;
+                    // connections closing meanwhile free what was short.
+                    let wait = failing.failed(local, &e);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let (tls, serve) = (tls.clone(), serve.clone());
             tokio::spawn(async move {
@@ -104,6 +120,36 @@ where
             });
         }
     })
+}
+
+/// Failed accepts on one listener: the wait before the next try, doubling from
+/// [`ACCEPT_BACKOFF`]'s first to its last, and a log line when failing starts and when
+/// it ends (not one per failure).
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u64,
+    wait: Duration,
+}
+
+/// The first and the longest wait after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+impl AcceptBackoff {
+    fn failed(&mut self, local: SocketAddr, e: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            tracing::warn!(listener = %local, error = %e, "cannot accept connections; retrying with backoff");
+        }
+        self.failures += 1;
+        self.wait = (self.wait * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+        self.wait
+    }
+
+    fn recovered(&mut self, local: SocketAddr) {
+        if self.failures > 0 {
+            tracing::warn!(listener = %local, failed = self.failures, "accepting connections again");
+            *self = AcceptBackoff::default();
+        }
+    }
 }
 
 /// SIP over TCP, or over TLS when an acceptor is given.

@@ -627,8 +627,8 @@ impl MediaTask {
             tokio::select! {
                 _ = stop.notified() => break,
                 _ = tokio::time::sleep_until(wake) => {
-                    while clock.due(Instant::now()) {
-                        if !self.frame(&mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
+                    while let Some(scheduled) = clock.take(Instant::now()) {
+                        if !self.frame(scheduled, &mut dev_in, &mut dev_out, &mut codec_in, &mut codec_out).await {
                             tracing::debug!("media task ended");
                             return;
                         }
@@ -667,15 +667,15 @@ impl MediaTask {
         Ok(())
     }
 
-    /// One frame period; false when the session is gone.
+    /// One frame period, the one scheduled for `now`; false when the session is gone.
     async fn frame(
         &mut self,
+        now: Instant,
         dev_in: &mut [i16],
         dev_out: &mut [i16],
         codec_in: &mut [i16],
         codec_out: &mut [i16],
     ) -> bool {
-        let now = Instant::now();
         match (self.capturer.as_mut(), self.to_codec.as_mut()) {
             (Some(capturer), Some(to_codec)) => match capturer.read_frame(dev_in) {
                 Ok(true) => to_codec.device_to_codec(dev_in, codec_in),
