@@ -529,26 +529,38 @@ mod tests {
         assert_eq!(p.consecutive_decode_failures(), 1);
     }
 
+    /// µ-law frames of a 160 Hz tone (a 6.25 ms period, as a voice's pitch).
+    struct TonePackets(Box<dyn dialtone_core::parts::AudioEncoder>);
+
+    impl TonePackets {
+        fn new(codec: &G711) -> Self {
+            TonePackets(codec.new_encoder(&EncoderSettings::default()).unwrap_or_else(|e| panic!("{e}")))
+        }
+
+        /// The `k`th frame.
+        fn frame(&mut self, k: usize) -> Vec<u8> {
+            let pcm: Vec<i16> = (0..160)
+                .map(|i| {
+                    (((k * 160 + i) as f64 * 160.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0)
+                        as i16
+                })
+                .collect();
+            let mut b = vec![0u8; 160];
+            self.0.encode(&pcm, &mut b).unwrap_or_else(|e| panic!("{e}"));
+            b
+        }
+    }
+
     /// A 160 Hz tone (a 6.25 ms period, as a voice's pitch) in µ-law frames, arriving
     /// `delay(k)` ms after they were sent, played every period: the output, the
     /// playout, and the delay error at the end.
     fn stretched(delay: impl Fn(usize) -> u64, frames: usize) -> (Vec<i16>, Playout, f64) {
         let codec = G711::new(Law::Mu);
-        let mut enc = codec.new_encoder(&EncoderSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut tone = TonePackets::new(&codec);
         let mut p = playout(&codec);
         let t0 = Instant::now();
         let mut arrivals: Vec<(Instant, usize, Vec<u8>)> = (0..frames)
-            .map(|k| {
-                let pcm: Vec<i16> = (0..160)
-                    .map(|i| {
-                        (((k * 160 + i) as f64 * 160.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0)
-                            as i16
-                    })
-                    .collect();
-                let mut b = vec![0u8; 160];
-                enc.encode(&pcm, &mut b).unwrap_or_else(|e| panic!("{e}"));
-                (t0 + PERIOD * k as u32 + Duration::from_millis(delay(k)), k, b)
-            })
+            .map(|k| (t0 + PERIOD * k as u32 + Duration::from_millis(delay(k)), k, tone.frame(k)))
             .collect();
         arrivals.sort_by_key(|a| (a.0, a.1));
         let (mut out, mut next, mut err) = (Vec::new(), 0, f64::MAX);
@@ -658,20 +670,15 @@ mod tests {
         // delay this close to an edge must not swing a stretch each way every few
         // frames (it did, with too little slack).
         let codec = G711::new(Law::Mu);
-        let mut enc = codec.new_encoder(&EncoderSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut tone = TonePackets::new(&codec);
         let mut p = playout(&codec);
         let t0 = Instant::now();
         let mut frame = vec![0i16; 160];
         for k in 0..500u32 {
-            let pcm: Vec<i16> = (0..160)
-                .map(|i| {
-                    (((k * 160 + i) as f64 * 160.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0)
-                        as i16
-                })
-                .collect();
-            let mut b = vec![0u8; 160];
-            enc.encode(&pcm, &mut b).unwrap_or_else(|e| panic!("{e}"));
-            p.push(packet(k as usize, 160, b), t0 + PERIOD * k + Duration::from_millis(1));
+            p.push(
+                packet(k as usize, 160, tone.frame(k as usize)),
+                t0 + PERIOD * k + Duration::from_millis(1),
+            );
             let tick = t0 + PERIOD * (k + 1) + Duration::from_millis(if k % 2 == 1 { 3 } else { 0 });
             p.play_frame(&mut frame, tick);
         }

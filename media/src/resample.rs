@@ -99,6 +99,20 @@ impl FrameConverter {
     }
 }
 
+/// A whole mono recording at `from_rate` brought to `to_rate`, 20 ms at a time (a
+/// tail shorter than 20 ms is left out): for scoring and storing recordings.
+pub fn convert_all(pcm: &[i16], from_rate: u32, to_rate: u32) -> Result<Vec<i16>, VoiceError> {
+    let mut c = FrameConverter::new(from_rate, to_rate, 1, 20)?;
+    let (n_in, n_out) = ((from_rate / 50) as usize, (to_rate / 50) as usize);
+    let mut out = Vec::with_capacity(pcm.len() / n_in.max(1) * n_out);
+    let mut frame = vec![0i16; n_out];
+    for piece in pcm.chunks_exact(n_in.max(1)) {
+        c.device_to_codec(piece, &mut frame);
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod netsim;
+
 use std::path::PathBuf;
 
 /// The folder of shared test audio: `../shared/audio` beside the repository, or the
@@ -151,7 +153,17 @@ impl Drop for Scratch {
 /// # Panics
 /// If the file is missing or unreadable: a test without its input cannot pass.
 pub fn speech(rate: u32) -> Vec<i16> {
-    let path = shared_audio_dir().join(format!("speech-{}k.wav", rate / 1000));
+    talker(&format!("speech-{}k.wav", rate / 1000), rate)
+}
+
+/// The second talker (`speech-b-{8,16,48}k.wav`), for the other side of a call: a test
+/// can then tell who is heard.
+pub fn speech_b(rate: u32) -> Vec<i16> {
+    talker(&format!("speech-b-{}k.wav", rate / 1000), rate)
+}
+
+fn talker(name: &str, rate: u32) -> Vec<i16> {
+    let path = shared_audio_dir().join(name);
     let reader =
         hound::WavReader::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let spec = reader.spec();

@@ -22,16 +22,11 @@ use dialtone_audio_memory::{BufferCapturer, MemoryRenderer};
 use dialtone_codec_opus::Opus;
 use dialtone_core::config::Config;
 use dialtone_core::parts::{AudioCodec, AudioFormat, MediaEngine, MediaSession, MediaSessionConfig};
-use dialtone_media::resample::FrameConverter;
+use dialtone_media::resample::convert_all;
 use dialtone_rtp::engine::{RtpEngine, RtpEngineConfig};
-use dialtone_tests::{best_lag, pesq, shared_audio_dir};
+use dialtone_tests::netsim::{Impairer, Loss};
+use dialtone_tests::{best_lag, pesq, speech, speech_b};
 use tokio::net::UdpSocket;
-
-#[derive(Clone, Copy, Debug)]
-enum Loss {
-    Random(f64),
-    Bursts { mean: f64, burst: f64 },
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Impairment {
@@ -41,30 +36,6 @@ struct Impairment {
 }
 
 const PATH_MS: f64 = 40.0;
-
-struct Rng(u64, bool);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn lost(&mut self, loss: Loss) -> bool {
-        match loss {
-            Loss::Random(p) => self.next() < p,
-            Loss::Bursts { mean, burst } => {
-                let leave = 1.0 / burst;
-                let enter = mean * leave / (1.0 - mean);
-                let r = self.next();
-                self.1 = if self.1 { r >= leave } else { r < enter };
-                self.1
-            }
-        }
-    }
-}
 
 /// The relay: each side's SDP names the relay as the other side. A sends to
 /// `facing_a`, and what goes on to B (at `b`) leaves from `facing_b`; B sends to
@@ -91,7 +62,7 @@ async fn relay(
         })
     };
     let start = Instant::now();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15, false);
+    let mut rng = Impairer::new(imp.loss, 0x9E37_79B9_7F4A_7C15);
     let mut queue: BinaryHeap<std::cmp::Reverse<(Instant, u64, Vec<u8>)>> = BinaryHeap::new();
     let mut n = 0u64;
     let mut buf = vec![0u8; 2048];
@@ -103,11 +74,11 @@ async fn relay(
                 let Ok((len, _)) = r else { continue };
                 // RTCP (payload types 200-204) passes unimpaired: it is A's reports
                 let rtcp = len > 1 && (192..=223).contains(&buf[1]);
-                if !rtcp && rng.lost(imp.loss) {
+                if !rtcp && rng.lost() {
                     continue;
                 }
                 let elapsed = start.elapsed().as_secs_f64();
-                let jitter = (rng.next() * 2.0 - 1.0) * imp.jitter_ms;
+                let jitter = (rng.uniform() * 2.0 - 1.0) * imp.jitter_ms;
                 let drift = elapsed * imp.drift_ppm / 1000.0; // ms shed so far
                 let delay_ms = (PATH_MS + jitter - drift).max(0.0);
                 n += 1;
@@ -125,21 +96,9 @@ async fn relay(
     back.abort();
 }
 
-fn talker(name: &str) -> Vec<i16> {
-    let path = shared_audio_dir().join(name);
-    let mut r = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    r.samples::<i16>().map(Result::unwrap).collect()
-}
-
+/// 48 kHz audio brought to 16 kHz for wideband PESQ.
 fn to_16k(pcm: &[i16]) -> Vec<i16> {
-    let mut c = FrameConverter::new(48_000, 16_000, 1, 20).unwrap();
-    pcm.chunks_exact(960)
-        .flat_map(|frame| {
-            let mut f = [0i16; 320];
-            c.device_to_codec(frame, &mut f);
-            f
-        })
-        .collect()
+    convert_all(pcm, 48_000, 16_000).unwrap()
 }
 
 /// Rewrites the port of an SDP's `m=audio` line.
@@ -178,8 +137,8 @@ async fn side(say: Vec<i16>) -> (Box<dyn MediaSession>, Arc<Mutex<Vec<i16>>>) {
 
 /// One call through `imp`: PESQ-WB of what B heard, and the lag beyond the path (ms).
 async fn call(imp: Impairment) -> (f64, f64) {
-    let said_by_a = talker("speech-48k.wav");
-    let said_by_b = talker("speech-b-48k.wav");
+    let said_by_a = speech(48_000);
+    let said_by_b = speech_b(48_000);
     let seconds = said_by_a.len() as f64 / 48_000.0;
     let (a, _) = side(said_by_a.clone()).await;
     let (b, heard) = side(said_by_b.clone()).await;

@@ -183,6 +183,29 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// One frame through the whole pipeline: A sends it, B takes the datagrams and plays.
+fn send_and_receive(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    (mut a, mut b): (RtpSession, RtpSession),
+    frames: Vec<Vec<i16>>,
+) {
+    let from = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let t0 = Instant::now();
+    let mut k = 0u32;
+    let mut out = vec![0i16; frames[0].len()];
+    g.bench_function(name, |bench| {
+        bench.iter(|| {
+            k += 1;
+            let now = t0 + Duration::from_millis(20) * k;
+            for d in a.send_frame(&frames[k as usize % frames.len()], now).unwrap() {
+                b.receive(&d, from, now);
+            }
+            black_box(b.play_frame(&mut out, now))
+        })
+    });
+}
+
 /// The whole pipeline per frame (encode, packetize, protect; unprotect, jitter buffer,
 /// decode) against bare libopus encode + decode of the same frames.
 fn pipeline(c: &mut Criterion) {
@@ -192,21 +215,7 @@ fn pipeline(c: &mut Criterion) {
         ("opus", Arc::new(Opus::default()) as Arc<dyn AudioCodec>, 48_000, FRAME_SAMPLES),
         ("pcmu", Arc::new(G711::new(Law::Mu)) as Arc<dyn AudioCodec>, 8000, 160),
     ] {
-        let frames = speech_frames(rate, n);
-        let (mut a, mut b) = pair(codec);
-        let t0 = Instant::now();
-        let mut k = 0u32;
-        let mut out = vec![0i16; n];
-        g.bench_function(format!("{name}/send+receive"), |bench| {
-            bench.iter(|| {
-                k += 1;
-                let now = t0 + Duration::from_millis(20) * k;
-                for d in a.send_frame(&frames[k as usize % frames.len()], now).unwrap() {
-                    b.receive(&d, from, now);
-                }
-                black_box(b.play_frame(&mut out, now))
-            })
-        });
+        send_and_receive(&mut g, &format!("{name}/send+receive"), pair(codec), speech_frames(rate, n));
     }
     // Forwarding, as a media anchor does between two SRTP legs: A's packet is
     // unprotected by leg 1 and re-protected by leg 2 under its own SSRC, sequence
@@ -241,20 +250,12 @@ fn pipeline(c: &mut Criterion) {
     }
     // the client's default: RED around Opus (each packet also carries the last frame)
     let frames = speech_frames(48_000, FRAME_SAMPLES);
-    let (mut a, mut b) = pair_of(Arc::new(Opus::default()), (1, 2), true);
-    let t0 = Instant::now();
-    let mut k = 0u32;
-    let mut out = vec![0i16; FRAME_SAMPLES];
-    g.bench_function("opus/send+receive-with-red", |bench| {
-        bench.iter(|| {
-            k += 1;
-            let now = t0 + Duration::from_millis(20) * k;
-            for d in a.send_frame(&frames[k as usize % frames.len()], now).unwrap() {
-                b.receive(&d, from, now);
-            }
-            black_box(b.play_frame(&mut out, now))
-        })
-    });
+    send_and_receive(
+        &mut g,
+        "opus/send+receive-with-red",
+        pair_of(Arc::new(Opus::default()), (1, 2), true),
+        frames.clone(),
+    );
     let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
     enc.set_complexity(9).unwrap();

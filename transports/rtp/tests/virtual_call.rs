@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,48 +12,18 @@ use dialtone_codec_opus::Opus;
 use dialtone_codec_pcmu::{Law, G711};
 use dialtone_core::config::SrtpPolicy;
 use dialtone_core::parts::{AudioCodec, EncoderSettings};
-use dialtone_media::resample::FrameConverter;
+use dialtone_media::resample::convert_all;
 use dialtone_media::sdp::{self, Direction};
 use dialtone_rtp::session::{FrameSource, Received, RtpSession, SessionConfig};
+use dialtone_tests::netsim::{Link, Loss};
 use dialtone_tests::{aligned_correlation, aligned_snr_db, pesq, segmental_snr_db, speech};
 
 const FRAME: Duration = Duration::from_millis(20);
 
-/// A one-way network: loss, uniform extra delay (jitter, which also reorders).
-struct Net {
-    loss: f64,
-    jitter_ms: u64,
-    base_ms: u64,
-    rng: u64,
-    queue: BinaryHeap<std::cmp::Reverse<(Instant, u64, Vec<u8>)>>,
-    n: u64,
-}
-
-impl Net {
-    fn new(loss: f64, jitter_ms: u64, seed: u64) -> Self {
-        Net { loss, jitter_ms, base_ms: 30, rng: seed | 1, queue: BinaryHeap::new(), n: 0 }
-    }
-    fn rand(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn send(&mut self, d: Vec<u8>, now: Instant) {
-        if self.rand() < self.loss {
-            return;
-        }
-        let extra = (self.rand() * self.jitter_ms as f64) as u64;
-        self.n += 1;
-        self.queue.push(std::cmp::Reverse((now + Duration::from_millis(self.base_ms + extra), self.n, d)));
-    }
-    fn due(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while self.queue.peek().is_some_and(|std::cmp::Reverse((t, _, _))| *t <= now) {
-            out.push(self.queue.pop().unwrap().0 .2);
-        }
-        out
-    }
+/// A one-way network: random loss, and 30 ms plus up to `jitter_ms` more (which
+/// reorders), from generator state `seed`.
+fn network(loss: f64, jitter_ms: u64, seed: u64) -> Link {
+    Link::new(Loss::Random(loss), (30, 30 + jitter_ms), seed)
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -94,14 +63,14 @@ struct Outcome {
 }
 
 /// A sends `pcm` to B over `net`; B plays every frame period.
-fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Net) -> Outcome {
+fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Link) -> Outcome {
     let n = a.frame_samples();
     let t0 = Instant::now();
     let mut received = Vec::new();
     let mut sources = Vec::new();
     let mut samples = Vec::new();
     let frames = pcm.len() / n;
-    let mut back = Net::new(0.0, 0, 9);
+    let mut back = network(0.0, 0, 9);
     for k in 0..frames + 15 {
         let now = t0 + FRAME * k as u32;
         let frame = pcm.get(k * n..(k + 1) * n).map(<[i16]>::to_vec).unwrap_or_else(|| vec![0; n]);
@@ -131,14 +100,7 @@ fn run(mut a: RtpSession, mut b: RtpSession, pcm: &[i16], mut net: Net) -> Outco
 
 /// 48 kHz audio brought to 16 kHz for wideband PESQ.
 fn to_16k(pcm: &[i16]) -> Vec<i16> {
-    let mut c = FrameConverter::new(48_000, 16_000, 1, 20).unwrap();
-    let mut out = Vec::with_capacity(pcm.len() / 3);
-    for frame in pcm.chunks_exact(960) {
-        let mut f = [0i16; 320];
-        c.device_to_codec(frame, &mut f);
-        out.extend_from_slice(&f);
-    }
-    out
+    convert_all(pcm, 48_000, 16_000).unwrap()
 }
 
 fn count(sources: &[FrameSource], s: FrameSource) -> usize {
@@ -149,7 +111,7 @@ fn count(sources: &[FrameSource], s: FrameSource) -> usize {
 fn pcmu_with_srtp_on_a_clean_network() {
     let (a, b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
     let pcm = speech(8000);
-    let o = run(a, b, &pcm, Net::new(0.0, 0, 1));
+    let o = run(a, b, &pcm, network(0.0, 0, 1));
     let snr = aligned_snr_db(&pcm, &o.received, 8000);
     assert!(snr > 30.0, "SNR {snr:.1} dB");
     let score = pesq(&pcm, &o.received, 8000);
@@ -172,7 +134,7 @@ fn pcmu_through_loss_jitter_and_reordering() {
     for seed in SEEDS {
         let (a, b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
         // 5 % loss and 0-60 ms of jitter: packets overtake each other
-        let o = run(a, b, &pcm, Net::new(0.05, 60, seed));
+        let o = run(a, b, &pcm, network(0.05, 60, seed));
         let js = o.b.jitter_stats();
         let concealed = count(&o.sources, FrameSource::Concealed);
         assert!(
@@ -197,7 +159,7 @@ fn opus_with_srtp_clean_and_at_5_percent_loss() {
     let codec: Arc<dyn AudioCodec> = Arc::new(Opus::default());
     let pcm = speech(48_000);
     let (a, b) = pair(codec.clone(), SrtpPolicy::Required);
-    let clean = run(a, b, &pcm, Net::new(0.0, 0, 1));
+    let clean = run(a, b, &pcm, network(0.0, 0, 1));
     let clean_snr = segmental_snr_db(&pcm, &clean.received, 24_000, 48_000);
     assert!(clean_snr > 9.0, "clean segmental SNR {clean_snr:.1} dB");
     let corr = aligned_correlation(&pcm, &clean.received, 48_000);
@@ -208,7 +170,7 @@ fn opus_with_srtp_clean_and_at_5_percent_loss() {
     assert!(clean_pesq > 3.5, "clean wideband PESQ {clean_pesq:.2}");
     for seed in SEEDS {
         let (a, b) = pair(codec.clone(), SrtpPolicy::Required);
-        let lossy = run(a, b, &pcm, Net::new(0.05, 40, seed));
+        let lossy = run(a, b, &pcm, network(0.05, 40, seed));
         // FEC (the encoder learns the loss from RTCP) recovers most lost frames
         let (fec, plc) =
             (count(&lossy.sources, FrameSource::Fec), count(&lossy.sources, FrameSource::Concealed));
@@ -247,7 +209,7 @@ fn aead_aes_128_gcm_carries_the_call_when_it_is_the_only_suite_offered() {
             .unwrap()
     };
     let pcm = speech(8000);
-    let o = run(make(a_neg, 1), make(b_neg, 2), &pcm[..8000 * 3], Net::new(0.0, 0, 1));
+    let o = run(make(a_neg, 1), make(b_neg, 2), &pcm[..8000 * 3], network(0.0, 0, 1));
     let snr = aligned_snr_db(&pcm[..8000 * 3], &o.received, 8000);
     assert!(snr > 30.0, "SNR {snr:.1} dB over AEAD_AES_128_GCM");
     assert_eq!(o.b.drops().total(), 0);
@@ -259,7 +221,7 @@ fn quality_samples_feed_the_core_warning_detector() {
     let pcm = speech(8000);
     let warnings = |loss, jitter| {
         let (a, b) = pair(Arc::new(G711::new(Law::Mu)), SrtpPolicy::Required);
-        let o = run(a, b, &pcm, Net::new(loss, jitter, 5));
+        let o = run(a, b, &pcm, network(loss, jitter, 5));
         assert!(o.samples.len() >= 10, "one sample a second");
         let mut d = QualityWarningDetector::new();
         let mut seen = std::collections::BTreeSet::new();
