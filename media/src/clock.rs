@@ -63,11 +63,6 @@ impl FrameClock {
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
-
-    /// Sets a new period (a codec of another ptime), from the next frame on.
-    pub fn set_period(&mut self, period: Duration) {
-        self.period = period.max(Duration::from_millis(1));
-    }
 }
 
 #[cfg(test)]

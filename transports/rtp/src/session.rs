@@ -277,7 +277,7 @@ impl RtpSession {
         let sender = FrameEncoder::new(cfg.codec.as_ref(), &cfg.encoder)?;
         let srtp_out = cfg.negotiated.local_key.as_ref().map(|k| srtp_context(k, false)).transpose()?;
         let srtp_in = cfg.negotiated.remote_key.as_ref().map(|k| srtp_context(k, true)).transpose()?;
-        let playout = Playout::new(
+        let mut playout = Playout::new(
             JitterConfig {
                 clock_rate: d.clock_rate,
                 frame_ts,
@@ -286,9 +286,8 @@ impl RtpSession {
             },
             cfg.codec.new_decoder()?,
         );
-        let seed = cfg.ssrc;
-        let mut playout = playout;
         playout.set_receiving(cfg.negotiated.direction.receives());
+        let seed = cfg.ssrc;
         Ok(RtpSession {
             codec_name: cfg.negotiated.codec.name.clone(),
             remote_addr: cfg.negotiated.remote_addr,
