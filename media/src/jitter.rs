@@ -24,7 +24,7 @@
 //! - who moves the delay to the target is chosen with [`JitterBuffer::set_stretching`]:
 //!   a PCM consumer (the playout) time-stretches speech, shortening or lengthening it
 //!   by a pitch period; otherwise the buffer itself drops a whole frame when the delay
-//!   stays a frame over the target, and inserts one when it stays a frame under;
+//!   stays a frame and a half over the target, and inserts one when it stays under;
 //! - playout starts once the first packet has waited for the target;
 //! - an underrun (nothing buffered when a frame is due) conceals one frame without
 //!   moving the playout point, so a late packet (or the next one, carrying a redundant
