@@ -546,11 +546,12 @@ fn read_pjsua_wav(path: &Path) -> Vec<i16> {
 
 fn expect_line(rx: &mpsc::Receiver<(Instant, String)>, prefix: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut said = Vec::new();
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok((_, l)) if l.starts_with(prefix) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("pjsua said no {prefix:?} within {secs} s"),
+            Ok((_, l)) => said.push(l),
+            Err(_) => panic!("pjsua said no {prefix:?} within {secs} s; it said {said:?}"),
         }
     }
 }
